@@ -1,0 +1,375 @@
+"""The gradient transformations RMSprop is chained from.
+
+Each function returns an ``optax.GradientTransformation`` over any pytree, with a ``NamedTuple``
+state. Hyperparameters may be Python numbers, arrays or tracers (see
+:mod:`rmsprop_jax.hyperparameters`). Arithmetic runs in ``promote_types(dtype, float32)``;
+accumulators are stored in ``accumulator_dtype`` (default: the parameter's dtype) and updates are
+returned in the gradient's dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from rmsprop_jax import hyperparameters as hp
+from rmsprop_jax.tree_checks import check_same_tree
+
+
+class ScaleByRmsPropState(NamedTuple):
+  """State of :func:`scale_by_rmsprop` (uncentered).
+
+  Attributes:
+    count: number of updates applied so far (int32 scalar), for bias correction.
+    nu: exponential moving average of squared gradient magnitudes, one leaf per parameter.
+  """
+
+  count: chex.Array
+  nu: optax.Updates
+
+
+class ScaleByCenteredRmsPropState(NamedTuple):
+  """State of :func:`scale_by_rmsprop` with ``centered=True``.
+
+  Attributes:
+    count: number of updates applied so far (int32 scalar), for bias correction.
+    mu: exponential moving average of gradients (the first moment).
+    nu: exponential moving average of squared gradient magnitudes (the second moment).
+  """
+
+  count: chex.Array
+  mu: optax.Updates
+  nu: optax.Updates
+
+
+class MomentumState(NamedTuple):
+  """State of :func:`momentum_buffer`.
+
+  Attributes:
+    trace: the heavy-ball buffer, one leaf per parameter (named as in ``optax.TraceState``).
+  """
+
+  trace: optax.Updates
+
+
+class ScheduleCountState(NamedTuple):
+  """State of transformations that evaluate a learning-rate schedule.
+
+  Attributes:
+    count: number of updates applied so far (int32 scalar), the schedule's argument.
+  """
+
+  count: chex.Array
+
+
+def compute_dtype(dtype: Any) -> jnp.dtype:
+  """The dtype arithmetic runs in: at least float32 (bfloat16/float16 are upcast)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _storage_dtype(leaf: Any, accumulator_dtype: Any, *, real: bool, path: str, name: str) -> Any:
+  """Dtype of an accumulator leaf for parameter ``leaf``."""
+  leaf_dtype = jnp.result_type(leaf)
+  is_complex = jnp.issubdtype(leaf_dtype, jnp.complexfloating)
+  if accumulator_dtype is None:
+    return jnp.finfo(leaf_dtype).dtype if real and is_complex else leaf_dtype
+  accumulator_dtype = jnp.dtype(accumulator_dtype)
+  if is_complex and not real and not jnp.issubdtype(accumulator_dtype, jnp.complexfloating):
+    raise ValueError(
+        f"accumulator_dtype={accumulator_dtype} cannot hold {name} for the complex parameter "
+        f"{path} ({leaf_dtype}); use accumulator_dtype=None or a complex dtype."
+    )
+  return accumulator_dtype
+
+
+def _accumulators_like(params: Any, fill: Any, accumulator_dtype: Any, *, real: bool, name: str):
+  def leaf_fn(path, leaf):
+    dtype = _storage_dtype(
+        leaf, accumulator_dtype, real=real, path=jax.tree_util.keystr(path), name=name
+    )
+    return jnp.full(jnp.shape(leaf), fill, dtype=dtype)
+
+  return jax.tree_util.tree_map_with_path(leaf_fn, params)
+
+
+def _abs_sq(x: jax.Array) -> jax.Array:
+  if jnp.iscomplexobj(x):
+    return (x.conj() * x).real
+  return x * x
+
+
+def scale_by_rmsprop(
+    decay: hp.Scalar = 0.9,
+    eps: hp.Scalar = 1e-8,
+    *,
+    eps_in_sqrt: bool = False,
+    initial_scale: hp.Scalar = 0.0,
+    centered: bool = False,
+    bias_correction: bool = False,
+    accumulator_dtype: Any | None = None,
+) -> optax.GradientTransformation:
+  r"""Divides updates by the root of a moving average of their squares (RMSprop's preconditioner).
+
+  With gradient :math:`g_t` (complex gradients use :math:`|g_t|^2`):
+
+  .. math::
+
+    \nu_t = \rho\,\nu_{t-1} + (1-\rho)\,g_t^2, \qquad
+    \mu_t = \rho\,\mu_{t-1} + (1-\rho)\,g_t \quad\text{(centered only)},
+
+    \sigma_t^2 = \hat\nu_t - |\hat\mu_t|^2 \ \text{(centered)} \ \text{or}\ \hat\nu_t, \qquad
+    u_t = \frac{g_t}{\sigma_t + \epsilon} \ \text{or, with eps_in_sqrt,}\
+    \frac{g_t}{\sqrt{\sigma_t^2 + \epsilon}},
+
+  where :math:`\hat x = x / (1-\rho^t)` with ``bias_correction`` and :math:`\hat x = x`
+  otherwise. :math:`\nu_0` = ``initial_scale``, :math:`\mu_0 = 0`. No learning rate is applied:
+  chain :func:`scale_by_learning_rate` (or ``optax.scale_by_learning_rate``) after it.
+
+  Args:
+    decay: :math:`\rho` in [0, 1], the averaging constant (PyTorch's ``alpha``, Keras'
+      ``rho``).
+    eps: :math:`\epsilon \ge 0`, added to the denominator for numerical stability.
+    eps_in_sqrt: add ``eps`` inside the square root (Keras, TF1, optax's default) instead of
+      outside it (PyTorch, this library's default).
+    initial_scale: :math:`\nu_0 \ge 0`; TF1 starts at 1.0, everything else at 0.
+    centered: divide by an estimate of the gradient's standard deviation instead of its root
+      mean square (Graves, 2013).
+    bias_correction: divide the moving averages by :math:`1-\rho^t` as Adam does.
+    accumulator_dtype: dtype to *store* ``nu`` and ``mu`` in (e.g. ``jnp.bfloat16`` halves the
+      state); arithmetic still runs in float32. ``None`` keeps the parameters' dtype.
+
+  Returns:
+    An ``optax.GradientTransformation`` with state :class:`ScaleByRmsPropState` or
+    :class:`ScaleByCenteredRmsPropState`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from rmsprop_jax import scale_by_rmsprop
+    >>> tx = optax.chain(scale_by_rmsprop(decay=0.9), optax.scale_by_learning_rate(0.1))
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> updates, state = tx.update({"w": jnp.array([0.5, -4.0])}, tx.init(params))
+    >>> # first step: -0.1 * g / (sqrt(0.1 g^2) + eps) = -0.1 * sign(g) * sqrt(10)
+    >>> [round(float(u), 4) for u in updates["w"]]
+    [-0.3162, 0.3162]
+
+  References:
+    Hinton, Srivastava & Swersky, *Neural Networks for Machine Learning*, lecture 6e (2012).
+    Graves, *Generating Sequences With Recurrent Neural Networks*, arXiv:1308.0850 (2013).
+  """
+  hp.check_scalar("decay", decay, minimum=0.0, maximum=1.0)
+  hp.check_scalar("eps", eps, minimum=0.0)
+  hp.check_scalar("initial_scale", initial_scale, minimum=0.0)
+  if accumulator_dtype is not None:
+    accumulator_dtype = jnp.dtype(accumulator_dtype)
+
+  def init_fn(params: optax.Params):
+    count = jnp.zeros([], jnp.int32)
+    nu = _accumulators_like(params, initial_scale, accumulator_dtype, real=True, name="nu")
+    if centered:
+      mu = _accumulators_like(params, 0.0, accumulator_dtype, real=False, name="mu")
+      return ScaleByCenteredRmsPropState(count=count, mu=mu, nu=nu)
+    return ScaleByRmsPropState(count=count, nu=nu)
+
+  def update_fn(updates: optax.Updates, state, params: optax.Params | None = None):
+    del params
+    check_same_tree(updates, state.nu, tree_name="updates", reference_name="optimizer state's nu")
+    rho = hp.as_float32(decay)
+    epsilon = hp.as_float32(eps)
+    count = optax.safe_increment(state.count)
+    if bias_correction:
+      debias = 1.0 - rho ** count.astype(jnp.float32)
+    else:
+      debias = None
+
+    def leaf_update(g, nu, mu=None):
+      dtype = compute_dtype(g.dtype)
+      g32 = g.astype(dtype)
+      squared = _abs_sq(g32)
+      new_nu = (1.0 - rho) * squared + rho * nu.astype(squared.dtype)
+      nu_hat = new_nu if debias is None else new_nu / debias
+      if mu is None:
+        variance = nu_hat
+        new_mu = None
+      else:
+        new_mu = (1.0 - rho) * g32 + rho * mu.astype(dtype)
+        mu_hat = new_mu if debias is None else new_mu / debias
+        variance = nu_hat - _abs_sq(mu_hat)
+      if eps_in_sqrt:
+        scaling = jax.lax.rsqrt(variance + epsilon)
+      else:
+        scaling = 1.0 / (jnp.sqrt(variance) + epsilon)
+      scaled = (scaling * g32).astype(g.dtype)
+      new_nu = new_nu.astype(nu.dtype)
+      return scaled, new_nu, None if mu is None else new_mu.astype(mu.dtype)
+
+    if centered:
+      triples = jax.tree.map(leaf_update, updates, state.nu, state.mu)
+    else:
+      triples = jax.tree.map(leaf_update, updates, state.nu)
+    is_triple = lambda x: isinstance(x, tuple) and len(x) == 3  # noqa: E731
+    new_updates = jax.tree.map(lambda t: t[0], triples, is_leaf=is_triple)
+    new_nu = jax.tree.map(lambda t: t[1], triples, is_leaf=is_triple)
+    if centered:
+      new_mu = jax.tree.map(lambda t: t[2], triples, is_leaf=is_triple)
+      return new_updates, ScaleByCenteredRmsPropState(count=count, mu=new_mu, nu=new_nu)
+    return new_updates, ScaleByRmsPropState(count=count, nu=new_nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _learning_rate_at(learning_rate: hp.ScalarOrSchedule, count: jax.Array | None) -> jax.Array:
+  if callable(learning_rate):
+    return jnp.asarray(learning_rate(count), dtype=jnp.float32)
+  return hp.as_float32(learning_rate)
+
+
+def _schedule_state(learning_rate: hp.ScalarOrSchedule):
+  if callable(learning_rate):
+    return ScheduleCountState(count=jnp.zeros([], jnp.int32))
+  return optax.EmptyState()
+
+
+def _next_schedule_state(learning_rate: hp.ScalarOrSchedule, state):
+  if callable(learning_rate):
+    return state.count, ScheduleCountState(count=optax.safe_increment(state.count))
+  return None, state
+
+
+def scale_by_learning_rate(learning_rate: hp.ScalarOrSchedule) -> optax.GradientTransformation:
+  r"""Multiplies updates by :math:`-\eta_t` (a number or an optax schedule of the step count).
+
+  Unlike ``optax.scale_by_learning_rate``, the learning rate is canonicalised to float32 inside
+  ``update`` (static and traced values give bitwise-identical results) and updates keep the
+  gradient's dtype even when the learning rate is a float32 array.
+
+  Args:
+    learning_rate: :math:`\eta_t \ge 0`, a scalar or a callable ``count -> scalar``.
+
+  Returns:
+    An ``optax.GradientTransformation``; its state counts steps when ``learning_rate`` is a
+    schedule and is ``optax.EmptyState`` otherwise.
+  """
+  hp.check_learning_rate("learning_rate", learning_rate)
+
+  def init_fn(params: optax.Params):
+    del params
+    return _schedule_state(learning_rate)
+
+  def update_fn(updates: optax.Updates, state, params: optax.Params | None = None):
+    del params
+    count, new_state = _next_schedule_state(learning_rate, state)
+    step_size = -_learning_rate_at(learning_rate, count)
+    new_updates = jax.tree.map(
+        lambda g: (step_size * g.astype(compute_dtype(g.dtype))).astype(g.dtype), updates
+    )
+    return new_updates, new_state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def momentum_buffer(
+    momentum: hp.Scalar,
+    *,
+    nesterov: bool = False,
+    accumulator_dtype: Any | None = None,
+) -> optax.GradientTransformation:
+  r"""Heavy-ball momentum on the incoming updates, optionally Nesterov's variant.
+
+  .. math::
+
+    b_t = \beta\, b_{t-1} + u_t, \qquad
+    \text{output} = b_t \ \text{or, with nesterov,}\ u_t + \beta\, b_t.
+
+  The same rule as ``optax.trace``; the buffer may be stored in ``accumulator_dtype`` while the
+  arithmetic runs in float32, and outputs keep the incoming updates' dtype.
+
+  Args:
+    momentum: :math:`\beta` in [0, 1).
+    nesterov: use Nesterov's look-ahead form.
+    accumulator_dtype: dtype to store the buffer in; ``None`` keeps the parameters' dtype.
+
+  Returns:
+    An ``optax.GradientTransformation`` with state :class:`MomentumState`.
+  """
+  hp.check_scalar("momentum", momentum, minimum=0.0, maximum=1.0, include_maximum=False)
+  if accumulator_dtype is not None:
+    accumulator_dtype = jnp.dtype(accumulator_dtype)
+
+  def init_fn(params: optax.Params):
+    return MomentumState(
+        trace=_accumulators_like(params, 0.0, accumulator_dtype, real=False, name="trace")
+    )
+
+  def update_fn(updates: optax.Updates, state: MomentumState, params: optax.Params | None = None):
+    del params
+    check_same_tree(
+        updates, state.trace, tree_name="updates", reference_name="momentum buffer"
+    )
+    beta = hp.as_float32(momentum)
+
+    def leaf_update(u, trace):
+      dtype = compute_dtype(u.dtype)
+      u32 = u.astype(dtype)
+      new_trace = u32 + beta * trace.astype(dtype)
+      output = u32 + beta * new_trace if nesterov else new_trace
+      return output.astype(u.dtype), new_trace.astype(trace.dtype)
+
+    pairs = jax.tree.map(leaf_update, updates, state.trace)
+    is_pair = lambda x: isinstance(x, tuple) and len(x) == 2  # noqa: E731
+    new_updates = jax.tree.map(lambda p: p[0], pairs, is_leaf=is_pair)
+    new_trace = jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair)
+    return new_updates, MomentumState(trace=new_trace)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def add_decoupled_weight_decay(
+    learning_rate: hp.ScalarOrSchedule,
+    weight_decay: hp.Scalar,
+    mask: Any | None = None,
+) -> optax.GradientTransformation:
+  r"""Adds the decoupled weight-decay step :math:`-\eta_t \lambda\, \theta` to the updates.
+
+  Chained *after* the learning rate and momentum, the decay neither passes through the
+  preconditioner nor accumulates in the momentum buffer (Loshchilov & Hutter, 2019; Keras 3's
+  ``weight_decay``).
+
+  Args:
+    learning_rate: :math:`\eta_t`, the same scalar or schedule as the optimizer's.
+    weight_decay: :math:`\lambda \ge 0`.
+    mask: a pytree of booleans with the parameters' structure (or a callable ``params ->
+      mask``) selecting the leaves to decay, as in ``optax.adamw``.
+
+  Returns:
+    An ``optax.GradientTransformation``; ``update`` requires ``params``.
+  """
+  hp.check_learning_rate("learning_rate", learning_rate)
+  hp.check_scalar("weight_decay", weight_decay, minimum=0.0)
+
+  def init_fn(params: optax.Params):
+    del params
+    return _schedule_state(learning_rate)
+
+  def update_fn(updates: optax.Updates, state, params: optax.Params | None = None):
+    if params is None:
+      raise ValueError(
+          "Decoupled weight decay needs the parameters: call update(grads, state, params)."
+      )
+    check_same_tree(params, updates, tree_name="params", reference_name="updates")
+    count, new_state = _next_schedule_state(learning_rate, state)
+    decay_step = _learning_rate_at(learning_rate, count) * hp.as_float32(weight_decay)
+
+    def leaf_update(u, p):
+      dtype = compute_dtype(u.dtype)
+      return (u.astype(dtype) - decay_step * p.astype(dtype)).astype(u.dtype)
+
+    return jax.tree.map(leaf_update, updates, params), new_state
+
+  transformation = optax.GradientTransformation(init_fn, update_fn)
+  if mask is not None:
+    return optax.masked(transformation, mask)
+  return transformation

@@ -1,0 +1,50 @@
+"""Checks that an update's tree matches the tree an optimizer state was built for.
+
+``jax.tree.map`` silently broadcasts a leaf of shape ``(1,)`` against one of shape ``(3,)`` and
+reports a structure mismatch without saying which leaf is at fault. Optimizer users deserve the
+path of the offending leaf.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def check_same_tree(tree: Any, reference: Any, *, tree_name: str, reference_name: str) -> None:
+  """Raises ``ValueError`` unless ``tree`` has ``reference``'s structure and leaf shapes.
+
+  Args:
+    tree: the pytree received (gradients, parameters).
+    reference: the pytree it must match (the optimizer state's accumulator).
+    tree_name: how to call ``tree`` in the message, e.g. ``"updates"``.
+    reference_name: how to call ``reference`` in the message.
+  """
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  reference_leaves, reference_treedef = jax.tree_util.tree_flatten_with_path(reference)
+  if treedef != reference_treedef:
+    paths = {jax.tree_util.keystr(path) for path, _ in leaves}
+    reference_paths = {jax.tree_util.keystr(path) for path, _ in reference_leaves}
+    missing = sorted(reference_paths - paths)
+    unexpected = sorted(paths - reference_paths)
+    detail = []
+    if missing:
+      detail.append(f"missing leaves {missing}")
+    if unexpected:
+      detail.append(f"unexpected leaves {unexpected}")
+    if not detail:
+      detail.append(f"structure {treedef} differs from {reference_treedef}")
+    raise ValueError(
+        f"The {tree_name} tree does not match the {reference_name} tree: "
+        + "; ".join(detail)
+        + ". Pass gradients with the same structure as the params given to init."
+    )
+  for (path, leaf), (_, reference_leaf) in zip(leaves, reference_leaves, strict=True):
+    if np.shape(leaf) != np.shape(reference_leaf):
+      raise ValueError(
+          f"Leaf {jax.tree_util.keystr(path)} of the {tree_name} has shape {np.shape(leaf)}, "
+          f"but the {reference_name} holds shape {np.shape(reference_leaf)} for it. Shapes "
+          "must match exactly; nothing is broadcast."
+      )
