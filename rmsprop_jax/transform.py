@@ -197,7 +197,9 @@ def scale_by_rmsprop(
       else:
         new_mu = (1.0 - rho) * g32 + rho * mu.astype(dtype)
         mu_hat = new_mu if debias is None else new_mu / debias
-        variance = nu_hat - _abs_sq(mu_hat)
+        # Mathematically nu - |mu|^2 >= 0 (Jensen); float rounding can push it just below 0,
+        # where the square root would be NaN (bias-corrected first step: exactly g^2 - g^2).
+        variance = jnp.maximum(nu_hat - _abs_sq(mu_hat), 0.0)
       if eps_in_sqrt:
         scaling = jax.lax.rsqrt(variance + epsilon)
       else:
