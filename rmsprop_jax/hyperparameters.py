@@ -62,10 +62,10 @@ def check_scalar(
     )
   if is_traced(value):
     return
-  number = np.asarray(value)
-  if not (np.issubdtype(number.dtype, np.floating) or np.issubdtype(number.dtype, np.integer)):
-    raise TypeError(f"{name} must be real-valued, got dtype {number.dtype}.")
-  number = float(number)
+  array = np.asarray(value)
+  if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+    raise TypeError(f"{name} must be real-valued, got dtype {array.dtype}.")
+  number = float(array)
   upper = "]" if include_maximum else ")"
   valid_range = f"[{minimum:g}, {maximum:g}{upper}"
   in_range = minimum <= number and (number <= maximum if include_maximum else number < maximum)

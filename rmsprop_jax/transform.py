@@ -191,9 +191,9 @@ def scale_by_rmsprop(
       squared = _abs_sq(g32)
       new_nu = (1.0 - rho) * squared + rho * nu.astype(squared.dtype)
       nu_hat = new_nu if debias is None else new_nu / debias
+      new_mu: jax.Array | None = None
       if mu is None:
         variance = nu_hat
-        new_mu = None
       else:
         new_mu = (1.0 - rho) * g32 + rho * mu.astype(dtype)
         mu_hat = new_mu if debias is None else new_mu / debias
@@ -205,14 +205,15 @@ def scale_by_rmsprop(
       else:
         scaling = 1.0 / (jnp.sqrt(variance) + epsilon)
       scaled = (scaling * g32).astype(g.dtype)
-      new_nu = new_nu.astype(nu.dtype)
-      return scaled, new_nu, None if mu is None else new_mu.astype(mu.dtype)
+      if new_mu is None:
+        return scaled, new_nu.astype(nu.dtype), None
+      return scaled, new_nu.astype(nu.dtype), new_mu.astype(mu.dtype)
 
     if centered:
       triples = jax.tree.map(leaf_update, updates, state.nu, state.mu)
     else:
       triples = jax.tree.map(leaf_update, updates, state.nu)
-    is_triple = lambda x: isinstance(x, tuple) and len(x) == 3  # noqa: E731
+    is_triple = lambda x: isinstance(x, tuple) and len(x) == 3
     new_updates = jax.tree.map(lambda t: t[0], triples, is_leaf=is_triple)
     new_nu = jax.tree.map(lambda t: t[1], triples, is_leaf=is_triple)
     if centered:
@@ -223,7 +224,7 @@ def scale_by_rmsprop(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _learning_rate_at(learning_rate: hp.ScalarOrSchedule, count: jax.Array | None) -> jax.Array:
+def _learning_rate_at(learning_rate: hp.ScalarOrSchedule, count: Any) -> jax.Array:
   if callable(learning_rate):
     return jnp.asarray(learning_rate(count), dtype=jnp.float32)
   return hp.as_float32(learning_rate)
@@ -321,7 +322,7 @@ def momentum_buffer(
       return output.astype(u.dtype), new_trace.astype(trace.dtype)
 
     pairs = jax.tree.map(leaf_update, updates, state.trace)
-    is_pair = lambda x: isinstance(x, tuple) and len(x) == 2  # noqa: E731
+    is_pair = lambda x: isinstance(x, tuple) and len(x) == 2
     new_updates = jax.tree.map(lambda p: p[0], pairs, is_leaf=is_pair)
     new_trace = jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair)
     return new_updates, MomentumState(trace=new_trace)

@@ -24,7 +24,7 @@ def check_same_tree(tree: Any, reference: Any, *, tree_name: str, reference_name
   """
   leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
   reference_leaves, reference_treedef = jax.tree_util.tree_flatten_with_path(reference)
-  if treedef != reference_treedef:
+  if treedef != reference_treedef:  # type: ignore[operator]  # PyTreeDef stubs lack __ne__
     paths = {jax.tree_util.keystr(path) for path, _ in leaves}
     reference_paths = {jax.tree_util.keystr(path) for path, _ in reference_leaves}
     missing = sorted(reference_paths - paths)

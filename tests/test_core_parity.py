@@ -148,9 +148,9 @@ def test_pytorch_preset_matches_torch(config):
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_pytorch_preset_matches_torch_under_a_schedule(momentum):
-  decay_per_step = lambda t: 0.97**t  # noqa: E731
+  decay_per_step = lambda t: 0.97**t
   theirs = run_torch(dict(lr=2e-2, momentum=momentum), lr_lambda=decay_per_step)
-  schedule = lambda count: 2e-2 * 0.97**count  # noqa: E731
+  schedule = lambda count: 2e-2 * 0.97**count
   ours = run_optax(compat.pytorch_rmsprop(lr=schedule, momentum=momentum))
   np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
   if momentum:

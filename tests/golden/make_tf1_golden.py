@@ -26,7 +26,8 @@ B = rng.normal(size=(6,)).astype(np.float32)
 X0 = rng.normal(size=(4,)).astype(np.float32)
 NOISE = rng.normal(size=(STEPS, 4)).astype(np.float32)  # as tests/numpy_reference.py
 
-# name -> (learning rate or ("exponential", lr, transition_steps, rate), decay, momentum, eps, centered)
+# name -> (learning rate, decay, momentum, eps, centered); a learning rate may be
+# ("exponential", lr, transition_steps, rate).
 CONFIGS = {
     "plain": (0.01, 0.9, 0.0, 1e-10, False),
     "momentum": (0.01, 0.9, 0.9, 1e-10, False),
