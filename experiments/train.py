@@ -1,0 +1,608 @@
+"""Functional training of the Flax NNX classifiers with any of the compared optimizers.
+
+The model is split once into a static ``graphdef`` and two pytrees, the trainable ``params``
+and the ``model_state`` (batch-norm running statistics); together with the optimizer state and
+a step counter they form a :class:`TrainState`. Every function below is pure in those pytrees,
+so it can be jit-compiled, vmapped (over seeds, or over hyperparameters by building the
+optimizer inside the vmapped function) and sharded without change.
+
+Interface (static arguments first, so ``functools.partial`` binds them):
+
+* ``spec = ModelSpec(name, input_shape, num_classes, kwargs)`` — a hashable description of the
+  model; ``graphdef = model_graphdef(spec)`` builds its structure without allocating weights,
+  and ``params, model_state = init_variables(spec, key)`` its variables (vmap over keys for
+  several seeds).
+* ``optimizer = make_optimizer(name, hparams, schedule=..., total_steps=...)`` — ``sgd``,
+  ``momentum`` and ``adam`` from optax, ``rmsprop`` from :func:`rmsprop_jax.rmsprop`. Every
+  numeric hyperparameter may be a Python number, an array or a tracer.
+* ``state = init_train_state(spec, optimizer, key)`` — a fresh :class:`TrainState`.
+* ``state, metrics = train_step(graphdef, optimizer, state, batch, rng)`` — one step of
+  softmax cross-entropy on ``batch = (images, labels)``; ``rng`` drives dropout.
+* ``state, metrics = train_epoch(graphdef, optimizer, state, images, labels, rng,
+  batch_size=..., augment=...)`` — one pass over a data set that lives on the device: a
+  permutation drawn from ``rng``, batches gathered by index inside a ``lax.scan``, so no
+  host-to-device copy happens per step. The last incomplete batch is dropped (each epoch
+  shuffles anew, so every example is used across epochs).
+* ``metrics = eval_step(graphdef, state, batch)`` and ``metrics = evaluate(graphdef, state,
+  images, labels, batch_size=...)`` — loss, accuracy and predicted classes in inference mode.
+
+Several seeds in one program::
+
+    train = jax.jit(jax.vmap(
+        functools.partial(train_epoch, graphdef, optimizer, batch_size=64),
+        in_axes=(0, None, None, 0)))
+    states = jax.vmap(lambda k: init_train_state(spec, optimizer, k))(keys)
+    states, metrics = train(states, images, labels, epoch_keys)
+
+Several hyperparameter values in one program (the optimizer is built from traced values)::
+
+    def run(hparams, key):
+      optimizer = make_optimizer("rmsprop", hparams)
+      state = init_train_state(spec, optimizer, key)
+      return train_epoch(graphdef, optimizer, state, images, labels, key, batch_size=64)
+    jax.jit(jax.vmap(run))({"learning_rate": jnp.logspace(-4, -2, 8)}, keys)
+
+:func:`train_and_evaluate` runs one optimizer of a config (several seeds vmapped), evaluates the
+test set after every epoch, saves the final variables with Orbax and returns a
+:class:`RunResult`; :mod:`experiments.compare` calls it once per optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+import rmsprop_jax
+from experiments import data as data_lib
+from experiments import models
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+
+# Hyperparameters each optimizer accepts, with the default used when a config leaves one out.
+# ``learning_rate`` has no default: every config must state it.
+OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sgd": {},
+    "momentum": {"momentum": 0.9, "nesterov": False},
+    "adam": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
+    "rmsprop": {
+        "decay": 0.9,
+        "eps": 1e-8,
+        "eps_in_sqrt": False,
+        "initial_scale": 0.0,
+        "centered": False,
+        "momentum": None,
+        "nesterov": False,
+        "bias_correction": False,
+        "weight_decay": 0.0,
+    },
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Model and optimizer construction.
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """A hashable description of a model: what :func:`experiments.models.build_model` takes.
+
+  Attributes:
+    name: one of :data:`experiments.models.MODELS`.
+    input_shape: ``(height, width, channels)``.
+    num_classes: number of classes.
+    kwargs: the model's keyword arguments as sorted ``(name, value)`` pairs (tuples for
+      sequences), so that the spec can be a static jit argument.
+  """
+
+  name: str
+  input_shape: tuple[int, int, int]
+  num_classes: int
+  kwargs: tuple[tuple[str, Any], ...] = ()
+
+  @classmethod
+  def create(
+      cls, name: str, input_shape: Any, num_classes: int, kwargs: Mapping[str, Any] | None = None
+  ) -> ModelSpec:
+    """Builds a spec from plain values (lists become tuples)."""
+    frozen = tuple(
+        sorted((key, tuple(value) if isinstance(value, list) else value)
+               for key, value in (kwargs or {}).items())
+    )
+    shape = tuple(int(size) for size in input_shape)
+    return cls(name, shape, int(num_classes), frozen)  # type: ignore[arg-type]
+
+  def build(self, key: jax.Array | int) -> nnx.Module:
+    """The initialised module, with weights drawn from ``key``."""
+    return models.build_model(
+        self.name, self.input_shape, self.num_classes, rngs=nnx.Rngs(params=key),
+        **dict(self.kwargs),
+    )
+
+
+def model_graphdef(spec: ModelSpec) -> nnx.GraphDef:
+  """The static structure of ``spec``'s model, built without allocating its weights."""
+  graphdef, _, _ = nnx.split(nnx.eval_shape(lambda: spec.build(0)), nnx.Param, ...)
+  return graphdef
+
+
+def init_variables(spec: ModelSpec, key: jax.Array) -> tuple[nnx.State, nnx.State]:
+  """``(params, model_state)`` of a freshly initialised model; vmap over ``key`` for seeds."""
+  _, params, model_state = nnx.split(spec.build(key), nnx.Param, ...)
+  return params, model_state
+
+
+def make_optimizer(
+    name: str,
+    hparams: Mapping[str, Any],
+    *,
+    schedule: str = "constant",
+    total_steps: int | None = None,
+    warmup_fraction: float = 0.05,
+) -> optax.GradientTransformation:
+  """Builds one of the compared optimizers from its hyperparameters.
+
+  ``sgd`` is ``optax.sgd``; ``momentum`` is ``optax.sgd`` with heavy-ball (or Nesterov)
+  momentum; ``adam`` is ``optax.adam``; ``rmsprop`` is :func:`rmsprop_jax.rmsprop`. Numeric
+  hyperparameters may be arrays or tracers (vmapped sweeps); booleans must be Python values.
+
+  Args:
+    name: one of :data:`OPTIMIZERS`.
+    hparams: ``learning_rate`` (required) and any of the optimizer's keys in
+      :data:`OPTIMIZER_DEFAULTS`; missing keys take those defaults.
+    schedule: ``constant``; ``cosine`` (decay to 0 over ``total_steps``, Loshchilov & Hutter,
+      2017); or ``warmup_cosine`` (linear warm-up over ``warmup_fraction`` of the steps, then
+      cosine decay).
+    total_steps: number of training steps; required by the decaying schedules.
+    warmup_fraction: share of ``total_steps`` spent warming up, for ``warmup_cosine``.
+
+  Returns:
+    The optax ``GradientTransformation``.
+  """
+  if name not in OPTIMIZERS:
+    raise ValueError(f"optimizer name must be one of {OPTIMIZERS}; got {name!r}.")
+  unknown = set(hparams) - {"learning_rate"} - set(OPTIMIZER_DEFAULTS[name])
+  if unknown:
+    raise ValueError(
+        f"hparams for {name!r} has unknown keys {sorted(unknown)}; allowed: learning_rate, "
+        f"{', '.join(OPTIMIZER_DEFAULTS[name]) or '(nothing else)'}."
+    )
+  if "learning_rate" not in hparams:
+    raise ValueError(f"hparams for {name!r} must contain learning_rate.")
+  values = {**OPTIMIZER_DEFAULTS[name], **hparams}
+  learning_rate = _schedule(values.pop("learning_rate"), schedule, total_steps, warmup_fraction)
+  if name == "sgd":
+    return optax.sgd(learning_rate)
+  if name == "momentum":
+    return optax.sgd(learning_rate, momentum=values["momentum"], nesterov=values["nesterov"])
+  if name == "adam":
+    return optax.adam(learning_rate, b1=values["b1"], b2=values["b2"], eps=values["eps"])
+  return rmsprop_jax.rmsprop(learning_rate, **values)
+
+
+def _schedule(
+    learning_rate: Any, schedule: str, total_steps: int | None, warmup_fraction: float
+) -> Any:
+  if schedule == "constant":
+    return learning_rate
+  if schedule not in SCHEDULES:
+    raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}.")
+  if total_steps is None or total_steps < 1:
+    raise ValueError(f"schedule={schedule!r} needs total_steps >= 1; got {total_steps}.")
+  if schedule == "cosine":
+    return optax.cosine_decay_schedule(learning_rate, total_steps)
+  warmup_steps = max(1, int(warmup_fraction * total_steps))
+  return optax.warmup_cosine_decay_schedule(
+      0.0, learning_rate, warmup_steps, max(total_steps, warmup_steps + 1)
+  )
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure training and evaluation functions.
+
+
+class TrainState(NamedTuple):
+  """Everything that changes during training; a pytree."""
+
+  params: nnx.State
+  model_state: nnx.State
+  opt_state: optax.OptState
+  step: jax.Array
+
+
+def init_train_state(
+    spec: ModelSpec, optimizer: optax.GradientTransformation, key: jax.Array
+) -> TrainState:
+  """A fresh :class:`TrainState`: weights from ``key``, the optimizer's initial state."""
+  params, model_state = init_variables(spec, key)
+  return TrainState(params, model_state, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+
+def train_step(
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    state: TrainState,
+    batch: tuple[jax.Array, jax.Array],
+    rng: jax.Array,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on the mean softmax cross-entropy of ``batch``.
+
+  Args:
+    graphdef: the model's structure (:func:`model_graphdef`).
+    optimizer: the optax transformation; its ``update`` gets the parameters as third argument.
+    state: the current :class:`TrainState`.
+    batch: ``(images, labels)``, NHWC float32 and int labels.
+    rng: key for the dropout masks.
+
+  Returns:
+    The new state and ``{"loss", "accuracy"}`` of the batch (before the update).
+  """
+  images, labels = batch
+
+  def loss_fn(params: nnx.State) -> tuple[jax.Array, tuple[jax.Array, nnx.State]]:
+    model = nnx.merge(graphdef, params, state.model_state, copy=True)
+    logits = model(images, train=True, rngs=nnx.Rngs(dropout=rng))
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    # Batch norm updated its running statistics inside the call; read them back out.
+    _, _, model_state = nnx.split(model, nnx.Param, ...)
+    return loss, (logits, model_state)
+
+  (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+  new_state = TrainState(params, model_state, opt_state, state.step + 1)
+  return new_state, {"loss": loss, "accuracy": accuracy}
+
+
+def augment_images(images: jax.Array, key: jax.Array, padding: int = 4) -> jax.Array:
+  """Random translation by up to ``padding`` pixels (zero padding) and random horizontal flip.
+
+  The standard CIFAR-10 augmentation (He et al., 2016); runs on the device, per batch.
+  """
+  count, height, width, channels = images.shape
+  shift_key, flip_key = jax.random.split(key)
+  padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  offsets = jax.random.randint(shift_key, (count, 2), 0, 2 * padding + 1)
+  crops = jax.vmap(
+      lambda image, offset: jax.lax.dynamic_slice(
+          image, (offset[0], offset[1], 0), (height, width, channels)
+      )
+  )(padded, offsets)
+  flip = jax.random.bernoulli(flip_key, 0.5, (count, 1, 1, 1))
+  return jnp.where(flip, crops[:, :, ::-1], crops)
+
+
+def epoch_batches(
+    rng: jax.Array, num_examples: int, batch_size: int
+) -> jax.Array:
+  """A random permutation cut into ``(num_examples // batch_size, batch_size)`` indices."""
+  if batch_size < 1 or batch_size > num_examples:
+    raise ValueError(f"batch_size must be in [1, {num_examples}]; got {batch_size}.")
+  steps = num_examples // batch_size
+  permutation = jax.random.permutation(rng, num_examples)
+  return permutation[: steps * batch_size].reshape(steps, batch_size)
+
+
+def train_epoch(
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    rng: jax.Array,
+    *,
+    batch_size: int,
+    augment: bool = False,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One shuffled pass over an on-device data set, as a single ``lax.scan``.
+
+  Returns:
+    The new state and the mean ``{"loss", "accuracy"}`` over the epoch's batches (measured on
+    each batch before its update, in training mode).
+  """
+  permutation_key, steps_key = jax.random.split(rng)
+  batches = epoch_batches(permutation_key, images.shape[0], batch_size)
+  step_keys = jax.random.split(steps_key, batches.shape[0])
+
+  def body(
+      carry: TrainState, inputs: tuple[jax.Array, jax.Array]
+  ) -> tuple[TrainState, dict[str, jax.Array]]:
+    indices, key = inputs
+    batch_images = images[indices]
+    if augment:
+      augment_key, key = jax.random.split(key)
+      batch_images = augment_images(batch_images, augment_key)
+    return train_step(graphdef, optimizer, carry, (batch_images, labels[indices]), key)
+
+  state, metrics = jax.lax.scan(body, state, (batches, step_keys))
+  return state, jax.tree.map(jnp.mean, metrics)
+
+
+def eval_step(
+    graphdef: nnx.GraphDef, state: TrainState, batch: tuple[jax.Array, jax.Array]
+) -> dict[str, jax.Array]:
+  """Inference-mode logits of one batch: per-example ``loss`` and ``predictions``."""
+  images, labels = batch
+  model = nnx.merge(graphdef, state.params, state.model_state)
+  logits = model(images, train=False)
+  return {
+      "loss": optax.softmax_cross_entropy_with_integer_labels(logits, labels),
+      "predictions": jnp.argmax(logits, axis=-1).astype(jnp.int32),
+  }
+
+
+def evaluate(
+    graphdef: nnx.GraphDef,
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    *,
+    batch_size: int = 1000,
+) -> dict[str, jax.Array]:
+  """Mean loss, accuracy and every prediction on a whole (on-device) data set.
+
+  The set is padded to a multiple of ``batch_size`` and evaluated chunk by chunk in a
+  ``lax.map`` so memory stays bounded; padded examples are dropped before averaging.
+  """
+  count = images.shape[0]
+  batch_size = min(batch_size, count)
+  chunks = math.ceil(count / batch_size)
+  pad = chunks * batch_size - count
+  padded_images = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1))
+  padded_labels = jnp.pad(labels, (0, pad))
+  outputs = jax.lax.map(
+      lambda batch: eval_step(graphdef, state, batch),
+      (
+          padded_images.reshape(chunks, batch_size, *images.shape[1:]),
+          padded_labels.reshape(chunks, batch_size),
+      ),
+  )
+  losses = outputs["loss"].reshape(-1)[:count]
+  predictions = outputs["predictions"].reshape(-1)[:count]
+  return {
+      "loss": jnp.mean(losses),
+      "accuracy": jnp.mean(predictions == labels),
+      "predictions": predictions,
+  }
+
+
+# ----------------------------------------------------------------------------------------------
+# One optimizer of a config, several seeds.
+
+
+@dataclasses.dataclass
+class RunResult:
+  """What :func:`train_and_evaluate` measured for one optimizer over ``num_seeds`` seeds.
+
+  Per-epoch arrays have shape ``(num_seeds, num_epochs)``.
+  """
+
+  optimizer: str
+  hparams: dict[str, Any]
+  seeds: list[int]
+  steps_per_epoch: int
+  train_loss: np.ndarray
+  train_accuracy: np.ndarray
+  test_loss: np.ndarray
+  test_accuracy: np.ndarray
+  test_predictions: np.ndarray  # (num_seeds, n_test) after the last epoch.
+  test_labels: np.ndarray
+  compile_time_s: float
+  train_time_s: float
+  eval_time_s: float
+  wall_time_s: float
+
+  def steps_to_target(self, target: float) -> list[int | None]:
+    """Per seed, the first step count (epoch end) whose test accuracy reaches ``target``."""
+    result: list[int | None] = []
+    for curve in self.test_accuracy:
+      reached = np.flatnonzero(curve >= target)
+      result.append(int((reached[0] + 1) * self.steps_per_epoch) if reached.size else None)
+    return result
+
+
+def resolve_hparams(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
+  """``name``'s hyperparameters: the config's, overridden by the sweep's best when
+  ``config.tuned_from`` names a sweep result (see :func:`load_tuned_hparams`)."""
+  if name not in config.optimizers:
+    raise ValueError(
+        f"config.optimizers has no entry {name!r}; it has {sorted(config.optimizers)}."
+    )
+  hparams = dict(config.optimizers[name])
+  if config.get("tuned_from", ""):
+    hparams.update(load_tuned_hparams(config.tuned_from, name))
+  return hparams
+
+
+def load_tuned_hparams(path: str | Path, name: str) -> dict[str, Any]:
+  """The best hyperparameters of optimizer ``name`` from a sweep result file.
+
+  The file is JSON with a ``best`` mapping from optimizer name to an entry, as written by
+  ``experiments/sweep.py``. An entry is either the hyperparameters themselves or an object
+  holding them under ``hparams`` (or ``hyperparameters``) beside other fields such as the
+  score; only keys :func:`make_optimizer` accepts for ``name`` are taken. An optimizer the
+  sweep did not cover keeps the config's values (an empty result).
+  """
+  path = Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"tuned_from={str(path)!r}: no such sweep result file.")
+  with open(path) as handle:
+    sweep = json.load(handle)
+  best = sweep.get("best") if isinstance(sweep, dict) else None
+  if not isinstance(best, dict):
+    raise ValueError(f"tuned_from={str(path)!r}: the file has no 'best' mapping per optimizer.")
+  entry = best.get(name)
+  if entry is None:
+    return {}
+  if not isinstance(entry, dict):
+    raise ValueError(f"tuned_from={str(path)!r}: best[{name!r}] is not an object: {entry!r}.")
+  for nested in ("hparams", "hyperparameters"):
+    if isinstance(entry.get(nested), dict):
+      entry = entry[nested]
+      break
+  allowed = {"learning_rate", *OPTIMIZER_DEFAULTS[name]}
+  tuned = {key: value for key, value in entry.items() if key in allowed}
+  if "learning_rate" not in tuned:
+    raise ValueError(f"tuned_from={str(path)!r}: best[{name!r}] holds no learning_rate.")
+  return tuned
+
+
+def model_spec(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> ModelSpec:
+  """The :class:`ModelSpec` a config asks for, shaped to the data set."""
+  kwargs = config.model_kwargs.to_dict() if config.get("model_kwargs") else {}
+  return ModelSpec.create(config.model, dataset.image_shape, dataset.num_classes, kwargs)
+
+
+def load_config_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
+  """The config's data set (``config.dataset``, ``config.data_dir``)."""
+  return data_lib.load_dataset(config.dataset, data_dir=config.get("data_dir", "") or None)
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    dataset: data_lib.Dataset | None = None,
+    progress: Any = None,
+) -> RunResult:
+  """Trains ``config.optimizer`` on ``config.dataset`` for ``config.num_seeds`` seeds at once.
+
+  Seed ``s`` (``config.seed + i``) fixes the initial weights, the data order and the dropout
+  masks; the same seeds give every optimizer the same initial weights and data order. All
+  seeds run in one vmapped program. After each epoch the whole test set is evaluated.
+  The compile time is measured apart (ahead-of-time compilation); ``train_time_s`` is the time
+  of the training epochs alone and ``wall_time_s`` everything including compilation and
+  evaluation. The final variables of every seed are saved with Orbax to
+  ``workdir/checkpoint`` when ``config.save_checkpoint`` is true.
+
+  Args:
+    config: a config from ``configs/`` (see ``configs/digits.py`` for the fields).
+    workdir: folder for this run's outputs.
+    dataset: the loaded data set, to share one load between optimizers.
+    progress: optional tqdm bar, advanced by one per epoch.
+
+  Returns:
+    The :class:`RunResult`.
+  """
+  start = time.perf_counter()
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if config.num_seeds < 1 or config.num_epochs < 1:
+    raise ValueError(
+        f"num_seeds and num_epochs must be >= 1; got {config.num_seeds}, {config.num_epochs}."
+    )
+  dataset = dataset if dataset is not None else load_config_dataset(config)
+  spec = model_spec(config, dataset)
+  graphdef = model_graphdef(spec)
+  name = config.optimizer
+  hparams = resolve_hparams(config, name)
+  steps_per_epoch = dataset.train_images.shape[0] // config.batch_size
+  optimizer = make_optimizer(
+      name,
+      hparams,
+      schedule=config.get("lr_schedule", "constant"),
+      total_steps=steps_per_epoch * config.num_epochs,
+  )
+
+  train_images = jax.device_put(dataset.train_images)
+  train_labels = jax.device_put(dataset.train_labels)
+  test_images = jax.device_put(dataset.test_images)
+  test_labels = jax.device_put(dataset.test_labels)
+
+  seeds = [config.seed + index for index in range(config.num_seeds)]
+  seed_keys = jnp.stack([jax.random.key_data(jax.random.key(seed)) for seed in seeds])
+  seed_keys = jax.random.wrap_key_data(seed_keys)
+  init_keys, data_keys = jax.vmap(jax.random.split, out_axes=1)(seed_keys)
+
+  states = jax.jit(jax.vmap(lambda key: init_train_state(spec, optimizer, key)))(init_keys)
+  epoch_fn = jax.jit(
+      jax.vmap(
+          functools.partial(
+              train_epoch,
+              graphdef,
+              optimizer,
+              batch_size=config.batch_size,
+              augment=config.get("augment", False),
+          ),
+          in_axes=(0, None, None, 0),
+      ),
+      donate_argnums=0,
+  )
+  eval_fn = jax.jit(
+      jax.vmap(
+          functools.partial(evaluate, graphdef, batch_size=config.get("eval_batch_size", 1000)),
+          in_axes=(0, None, None),
+      )
+  )
+  compile_start = time.perf_counter()
+  epoch_keys = jax.vmap(lambda key: jax.random.split(key, config.num_epochs))(data_keys)
+  compiled_epoch = epoch_fn.lower(states, train_images, train_labels, epoch_keys[:, 0]).compile()
+  compiled_eval = eval_fn.lower(states, test_images, test_labels).compile()
+  compile_time = time.perf_counter() - compile_start
+
+  history: dict[str, list[np.ndarray]] = {
+      "train_loss": [], "train_accuracy": [], "test_loss": [], "test_accuracy": []
+  }
+  train_time = eval_time = 0.0
+  evaluation: dict[str, Any] = {}
+  for epoch in range(config.num_epochs):
+    tick = time.perf_counter()
+    states, train_metrics = compiled_epoch(states, train_images, train_labels, epoch_keys[:, epoch])
+    train_metrics = jax.device_get(train_metrics)
+    tock = time.perf_counter()
+    evaluation = jax.device_get(compiled_eval(states, test_images, test_labels))
+    eval_time += time.perf_counter() - tock
+    train_time += tock - tick
+    history["train_loss"].append(train_metrics["loss"])
+    history["train_accuracy"].append(train_metrics["accuracy"])
+    history["test_loss"].append(evaluation["loss"])
+    history["test_accuracy"].append(evaluation["accuracy"])
+    if progress is not None:
+      progress.set_postfix(
+          optimizer=name, epoch=epoch + 1, test_acc=f"{float(np.mean(evaluation['accuracy'])):.4f}"
+      )
+      progress.update(1)
+
+  if config.get("save_checkpoint", False):
+    save_checkpoint(workdir / "checkpoint", states)
+  curves = {key: np.stack(values, axis=1).astype(np.float64) for key, values in history.items()}
+  return RunResult(
+      optimizer=name,
+      hparams=hparams,
+      seeds=seeds,
+      steps_per_epoch=steps_per_epoch,
+      test_predictions=np.asarray(evaluation["predictions"]),
+      test_labels=np.asarray(dataset.test_labels),
+      compile_time_s=compile_time,
+      train_time_s=train_time,
+      eval_time_s=eval_time,
+      wall_time_s=time.perf_counter() - start,
+      **curves,
+  )
+
+
+def save_checkpoint(path: Path, states: TrainState) -> None:
+  """Saves the (seed-stacked) parameters and batch statistics with Orbax."""
+  import orbax.checkpoint as ocp
+
+  target = {
+      "params": nnx.to_pure_dict(states.params),
+      "model_state": nnx.to_pure_dict(states.model_state),
+  }
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(path.absolute(), target, force=True)
+  checkpointer.wait_until_finished()
