@@ -1,0 +1,221 @@
+"""Device meshes and shardings for data-parallel and parameter-sharded (FSDP/ZeRO) training.
+
+Training runs on a two-dimensional device mesh with axes ``data`` and ``model``. A batch is split
+along its leading (example) dimension over ``data`` and replicated over ``model``. A parameter is
+split over ``model`` along one of its dimensions (the largest one the axis size divides) and
+replicated over ``data``; parameters too small to be worth splitting, and every parameter when
+the ``model`` axis has size one, are replicated. The default mesh puts every device on the
+``data`` axis: plain data parallelism, in which each device holds a full copy of the parameters
+and the gradients are averaged by an all-reduce.
+
+The optimizer state follows the parameters (Rajbhandari et al., 2020, "ZeRO"; PyTorch FSDP): a
+leaf of the state that mirrors a parameter (RMSprop's ``nu``, the centred ``mu``, the momentum
+``trace``) gets exactly that parameter's sharding, and the remaining leaves (step counters) are
+replicated. The leaves that mirror parameters are found with
+:func:`optax.tree_utils.tree_map_params`, which initialises the optimizer on a placeholder and so
+works for any optax transformation, not only RMSprop. Because RMSprop's update is elementwise,
+an update whose gradients, parameters and state share one sharding runs locally on every shard
+and needs no collective at all; ``tests/test_sharding.py`` checks the compiled program for it.
+
+The mesh is described by a config (``config.mesh``) with two integer fields:
+
+* ``data``: size of the data axis; ``-1`` (the default) takes every device the ``model`` axis
+  leaves over.
+* ``model``: size of the model axis (default 1: no parameter sharding).
+* ``min_shard_size`` (optional): parameters with fewer elements stay replicated (default 1024).
+
+In a multi-process run :func:`make_mesh` uses the global device list (every process's devices),
+so the same config describes one host or many; see ``docs/distributed.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+MODEL_AXIS = "model"
+MESH_AXES = (DATA_AXIS, MODEL_AXIS)
+# Splitting a parameter of a few hundred elements saves nothing and costs a collective per use.
+DEFAULT_MIN_SHARD_SIZE = 1024
+
+
+def mesh_shape(mesh_config: Mapping[str, Any] | None, num_devices: int) -> tuple[int, int]:
+  """``(data, model)`` axis sizes for ``num_devices`` devices from a mesh config.
+
+  Args:
+    mesh_config: mapping with optional ``data`` (``-1``: all remaining devices) and ``model``
+      (default 1) sizes; ``None`` means pure data parallelism.
+    num_devices: the number of devices the mesh must cover exactly.
+
+  Returns:
+    The two axis sizes, whose product is ``num_devices``.
+  """
+  mesh_config = dict(mesh_config or {})
+  unknown = set(mesh_config) - {DATA_AXIS, MODEL_AXIS, "min_shard_size"}
+  if unknown:
+    raise ValueError(
+        f"config.mesh has unknown fields {sorted(unknown)}; allowed: data, model, min_shard_size."
+    )
+  model = int(mesh_config.get(MODEL_AXIS, 1))
+  data = int(mesh_config.get(DATA_AXIS, -1))
+  if model < 1:
+    raise ValueError(f"config.mesh.model must be >= 1; got {model}.")
+  if num_devices % model:
+    raise ValueError(
+        f"config.mesh.model={model} does not divide the number of devices ({num_devices})."
+    )
+  if data == -1:
+    data = num_devices // model
+  if data < 1 or data * model != num_devices:
+    raise ValueError(
+        f"config.mesh.data * config.mesh.model must equal the number of devices "
+        f"({num_devices}); got data={data}, model={model}."
+    )
+  return data, model
+
+
+def make_mesh(
+    mesh_config: Mapping[str, Any] | None = None, devices: Sequence[jax.Device] | None = None
+) -> Mesh:
+  """The ``(data, model)`` device mesh a config asks for.
+
+  ``jax.make_mesh`` orders the devices so that the ``model`` axis (the last, most
+  communication-heavy one) connects the closest devices: on a multi-host system it stays within
+  a host and the ``data`` axis crosses hosts.
+
+  Args:
+    mesh_config: see :func:`mesh_shape`.
+    devices: the devices to use; default all devices of all processes (``jax.devices()``).
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  shape = mesh_shape(mesh_config, len(devices))
+  return jax.make_mesh(shape, MESH_AXES, devices=devices)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """A sharding that keeps a full copy of an array on every device of ``mesh``."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (example) dimension split over ``data``, copies along ``model``."""
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def parameter_partition_spec(
+    shape: Sequence[int], model_size: int, min_shard_size: int = DEFAULT_MIN_SHARD_SIZE
+) -> PartitionSpec:
+  """Where a parameter of ``shape`` is split over the ``model`` axis.
+
+  The largest dimension that ``model_size`` divides is split (the last of equals, which for a
+  dense kernel ``(in, out)`` splits the output features); a parameter with fewer than
+  ``min_shard_size`` elements, or with no dimension the axis divides, is replicated.
+  """
+  if model_size == 1 or int(np.prod(shape, dtype=np.int64)) < min_shard_size:
+    return PartitionSpec()
+  candidates = [axis for axis, size in enumerate(shape) if size % model_size == 0]
+  if not candidates:
+    return PartitionSpec()
+  split = max(candidates, key=lambda axis: (shape[axis], axis))
+  return PartitionSpec(*(MODEL_AXIS if axis == split else None for axis in range(len(shape))))
+
+
+def parameter_shardings(
+    params: Any, mesh: Mesh, min_shard_size: int = DEFAULT_MIN_SHARD_SIZE
+) -> Any:
+  """A ``NamedSharding`` per parameter leaf (a pytree shaped like ``params``).
+
+  ``params`` may hold arrays or ``jax.ShapeDtypeStruct`` (from ``jax.eval_shape``), so the
+  shardings can be chosen before any weight is allocated.
+  """
+  model_size = mesh.shape[MODEL_AXIS]
+  return jax.tree.map(
+      lambda leaf: NamedSharding(
+          mesh, parameter_partition_spec(leaf.shape, model_size, min_shard_size)
+      ),
+      params,
+  )
+
+
+def optimizer_state_shardings(
+    optimizer: optax.GradientTransformation, opt_state: Any, param_shardings: Any, mesh: Mesh
+) -> Any:
+  """Shardings of an optimizer state whose parameter-shaped leaves follow ``param_shardings``.
+
+  Every subtree of ``opt_state`` that the optimizer built from the parameters (moving averages,
+  momentum buffers) gets the parameters' shardings leaf by leaf; every other leaf (counters,
+  injected hyperparameters) is replicated.
+
+  Args:
+    optimizer: the transformation that produced ``opt_state``.
+    opt_state: the state, or its ``jax.eval_shape``.
+    param_shardings: from :func:`parameter_shardings`.
+    mesh: the mesh for the replicated leaves.
+  """
+  everywhere = replicated(mesh)
+  return optax.tree_utils.tree_map_params(
+      optimizer,
+      lambda _, sharding: sharding,
+      opt_state,
+      param_shardings,
+      transform_non_params=lambda _: everywhere,
+  )
+
+
+def train_state_shardings(
+    optimizer: optax.GradientTransformation,
+    abstract_state: Any,
+    mesh: Mesh,
+    min_shard_size: int = DEFAULT_MIN_SHARD_SIZE,
+) -> Any:
+  """Shardings of a :class:`experiments.train.TrainState`.
+
+  Parameters are split by :func:`parameter_partition_spec`, the optimizer state follows them,
+  and the batch-norm statistics and the step counter are replicated (they are small, and every
+  device updates them identically from the all-reduced batch statistics).
+
+  Args:
+    optimizer: the optimizer whose state ``abstract_state.opt_state`` is.
+    abstract_state: the state or its ``jax.eval_shape`` (no memory is needed).
+    mesh: the device mesh.
+    min_shard_size: see :func:`parameter_partition_spec`.
+  """
+  params = parameter_shardings(abstract_state.params, mesh, min_shard_size)
+  everywhere = replicated(mesh)
+  return type(abstract_state)(
+      params=params,
+      model_state=jax.tree.map(lambda _: everywhere, abstract_state.model_state),
+      opt_state=optimizer_state_shardings(optimizer, abstract_state.opt_state, params, mesh),
+      step=everywhere,
+  )
+
+
+def host_to_global(value: Any, sharding: Any) -> Any:
+  """Global arrays from host values that every process holds in full.
+
+  Each process copies only the slices its own devices need (``jax.make_array_from_callback``),
+  so the same call works on one process and on many; ``sharding`` is one sharding for every
+  leaf or a pytree of shardings shaped like ``value``.
+  """
+  def place(leaf: Any, leaf_sharding: NamedSharding) -> jax.Array:
+    array = np.asarray(leaf)
+    return jax.make_array_from_callback(array.shape, leaf_sharding, lambda index: array[index])
+
+  if isinstance(sharding, jax.sharding.Sharding):
+    return jax.tree.map(lambda leaf: place(leaf, sharding), value)
+  return jax.tree.map(place, value, sharding)
+
+
+def describe(shardings: Any) -> dict[str, str]:
+  """``{path: partition spec}`` of a sharding pytree, for logs and reports."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(shardings)
+  return {
+      jax.tree_util.keystr(path, simple=True, separator="/"): str(sharding.spec)
+      for path, sharding in flat
+  }
