@@ -1,0 +1,255 @@
+"""Pieces the three studies share: optimizers from configs, seed stacking, outputs, entry point.
+
+Every study compares optimizers over several seeds. One training run is a pure function of a
+random key, so the seeds of one optimizer are trained together by ``jax.vmap`` inside a single
+compiled program; the steps are a ``jax.lax.scan`` cut into chunks so that a progress bar can
+advance and evaluations can run between chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import ml_collections
+import numpy as np
+import optax
+
+import rmsprop_jax
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # after matplotlib.use: the backend must be chosen first
+
+OPTIMIZER_KINDS = ("sgd", "momentum", "adam", "rmsprop")
+
+# Keys every summary.json carries, whatever the study; tests check them.
+SUMMARY_KEYS = ("study", "config", "hardware", "wall_time_s", "seeds", "optimizers", "plots")
+
+
+def make_optimizer(spec: Mapping[str, Any]) -> optax.GradientTransformation:
+  """Builds the optimizer a config entry describes.
+
+  ``spec["kind"]`` is one of ``sgd`` (plain SGD), ``momentum`` (heavy-ball SGD), ``adam``
+  (``optax.adam``) or ``rmsprop`` (:func:`rmsprop_jax.rmsprop`); the other keys are that
+  optimizer's hyperparameters. An optional ``clip_norm`` clips the global gradient norm first.
+
+  Args:
+    spec: a mapping (``ConfigDict`` or ``dict``) with ``kind`` and ``learning_rate``.
+
+  Returns:
+    An optax gradient transformation.
+  """
+  kind = spec.get("kind")
+  if kind not in OPTIMIZER_KINDS:
+    raise ValueError(f"spec['kind'] must be one of {OPTIMIZER_KINDS}, got {kind!r}.")
+  if "learning_rate" not in spec:
+    raise ValueError(f"spec for a {kind!r} optimizer needs a 'learning_rate'.")
+  learning_rate = spec["learning_rate"]
+  if kind == "sgd":
+    optimizer = optax.sgd(learning_rate)
+  elif kind == "momentum":
+    optimizer = optax.sgd(
+        learning_rate, momentum=spec.get("momentum", 0.9), nesterov=spec.get("nesterov", False)
+    )
+  elif kind == "adam":
+    optimizer = optax.adam(
+        learning_rate, b1=spec.get("b1", 0.9), b2=spec.get("b2", 0.999), eps=spec.get("eps", 1e-8)
+    )
+  else:
+    optimizer = rmsprop_jax.rmsprop(
+        learning_rate,
+        decay=spec.get("decay", 0.9),
+        eps=spec.get("eps", 1e-8),
+        centered=spec.get("centered", False),
+        bias_correction=spec.get("bias_correction", False),
+        momentum=spec.get("momentum", None),
+    )
+  clip_norm = spec.get("clip_norm", None)
+  if clip_norm is not None:
+    if not clip_norm > 0:
+      raise ValueError(f"spec['clip_norm'] must be positive or None, got {clip_norm!r}.")
+    optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
+  return optimizer
+
+
+def describe_optimizer(spec: Mapping[str, Any]) -> str:
+  """A one-line human-readable description of an optimizer spec, for tables."""
+  details = ", ".join(f"{key}={value}" for key, value in dict(spec).items() if key != "kind")
+  return f"{spec['kind']}({details})"
+
+
+def check_seeds(num_seeds: int) -> None:
+  """Raises ``ValueError`` unless ``num_seeds`` is a positive integer."""
+  if not isinstance(num_seeds, int) or num_seeds < 1:
+    raise ValueError(f"config.num_seeds must be a positive integer, got {num_seeds!r}.")
+
+
+def check_positive_int(name: str, value: Any) -> None:
+  """Raises ``ValueError`` naming ``name`` unless ``value`` is a positive integer."""
+  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def stack_trees(trees: Sequence[Any]) -> Any:
+  """Stacks identically structured pytrees along a new leading (seed) axis."""
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def global_norm(tree: Any) -> jax.Array:
+  """The Euclidean norm of all leaves of ``tree`` taken together."""
+  return optax.global_norm(tree)
+
+
+def chunk_sizes(num_steps: int, chunk: int) -> list[int]:
+  """Splits ``num_steps`` into chunks of ``chunk`` steps (the last one may be shorter)."""
+  check_positive_int("num_steps", num_steps)
+  check_positive_int("chunk", chunk)
+  sizes = [chunk] * (num_steps // chunk)
+  if num_steps % chunk:
+    sizes.append(num_steps % chunk)
+  return sizes
+
+
+def mean_std(values: Any) -> dict[str, float]:
+  """Mean and (population) standard deviation over seeds, as floats for JSON."""
+  array = np.asarray(values, dtype=np.float64)
+  return {"mean": float(np.mean(array)), "std": float(np.std(array))}
+
+
+def format_mean_std(stats: Mapping[str, float], digits: int = 3) -> str:
+  """``"mean ± std"`` with ``digits`` significant digits; ``n/a`` for a NaN mean."""
+  if stats["mean"] is None or math.isnan(stats["mean"]):
+    return "n/a"
+  return f"{stats['mean']:.{digits}g} ± {stats['std']:.{digits - 1}g}"
+
+
+def first_step_below(steps: np.ndarray, curve: np.ndarray, threshold: float) -> float:
+  """The first step at which ``curve`` drops below ``threshold``; NaN if it never does."""
+  below = np.nonzero(np.asarray(curve) < threshold)[0]
+  return float(steps[below[0]]) if below.size else math.nan
+
+
+def hardware_description() -> dict[str, Any]:
+  """What the numbers were measured on."""
+  return {
+      "machine": platform.machine(),
+      "processor": platform.processor() or "unknown",
+      "cpu_count": os.cpu_count(),
+      "jax_backend": jax.default_backend(),
+      "jax_devices": [str(device) for device in jax.devices()],
+      "jax_version": jax.__version__,
+      "optax_version": optax.__version__,
+  }
+
+
+def to_jsonable(value: Any) -> Any:
+  """Converts arrays, NumPy scalars, NaN and ConfigDicts into plain JSON values."""
+  if isinstance(value, ml_collections.ConfigDict):
+    return to_jsonable(value.to_dict())
+  if isinstance(value, Mapping):
+    return {str(key): to_jsonable(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [to_jsonable(item) for item in value]
+  if isinstance(value, (np.ndarray, jax.Array)):
+    return to_jsonable(np.asarray(value).tolist())
+  if isinstance(value, (np.floating, float)):
+    number = float(value)
+    return None if math.isnan(number) or math.isinf(number) else number
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  """A GitHub-flavoured Markdown table."""
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def write_outputs(workdir: str, summary: Mapping[str, Any], markdown: str) -> None:
+  """Writes ``summary.json`` and ``summary.md`` into ``workdir``."""
+  missing = [key for key in SUMMARY_KEYS if key not in summary]
+  if missing:
+    raise ValueError(f"summary is missing the keys {missing}.")
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "summary.json"), "w") as handle:
+    json.dump(to_jsonable(summary), handle, indent=2, allow_nan=False)
+  with open(os.path.join(workdir, "summary.md"), "w") as handle:
+    handle.write(markdown.rstrip() + "\n")
+
+
+def plot_mean_std(
+    axis: plt.Axes,
+    steps: np.ndarray,
+    curves: np.ndarray,
+    label: str,
+    *,
+    color: Any = None,
+    linestyle: str = "-",
+) -> None:
+  """Plots the mean over seeds (axis 0 of ``curves``) with a ±1 std band."""
+  curves = np.asarray(curves, dtype=np.float64)
+  mean, std = curves.mean(axis=0), curves.std(axis=0)
+  (line,) = axis.plot(steps, mean, label=label, color=color, linestyle=linestyle, linewidth=1.2)
+  axis.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def save_figure(figure: plt.Figure, workdir: str, filename: str) -> str:
+  """Saves ``figure`` as a PNG in ``workdir``, closes it and returns the file name."""
+  os.makedirs(workdir, exist_ok=True)
+  figure.tight_layout()
+  figure.savefig(os.path.join(workdir, filename), dpi=110)
+  plt.close(figure)
+  return filename
+
+
+class Stopwatch:
+  """Wall-clock time since construction, for the summaries."""
+
+  def __init__(self) -> None:
+    self.start = time.perf_counter()
+
+  def seconds(self) -> float:
+    return time.perf_counter() - self.start
+
+
+def run_main(
+    train_and_evaluate: Callable[[ml_collections.ConfigDict, str], Mapping[str, Any]],
+    default_config: str,
+) -> None:
+  """The thin command-line entry point every study shares (Flax-example style).
+
+  ``--config`` names a config file (``configs/<study>.py``; append ``:quick`` for the short
+  test configuration) and accepts overrides such as ``--config.num_seeds=5``; ``--workdir``
+  defaults to ``runs/<config.name>``. Flags are defined here, not at import, so the three study
+  modules can be imported side by side (in tests) without clashing flag names.
+  """
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  config_flag = config_flags.DEFINE_config_file(
+      "config", default_config, "Path to the study's config file.", lock_config=True
+  )
+  workdir_flag = flags.DEFINE_string(
+      "workdir", None, "Output directory; defaults to runs/<config.name>."
+  )
+
+  def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected command-line arguments: {argv[1:]}.")
+    config = config_flag.value
+    workdir = workdir_flag.value or os.path.join("runs", config.name)
+    summary = train_and_evaluate(config, workdir)
+    print(f"wrote {workdir}/summary.json, summary.md and {len(summary['plots'])} plots "
+          f"in {summary['wall_time_s']:.1f} s")
+
+  app.run(main)
