@@ -183,9 +183,16 @@ def is_primary() -> bool:
 def fetch(tree: Any) -> Any:
   """NumPy copies of (possibly sharded, multi-process) global arrays, on every process.
 
-  The shards other processes hold are gathered over the collectives; in a single process this
-  is ``jax.device_get``.
+  Replicated arrays are read locally; shards that other processes hold are gathered over the
+  collectives (every process must then call this together). In a single process this is
+  ``jax.device_get``.
   """
-  if jax.process_count() == 1:
-    return jax.device_get(tree)
-  return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+  def one(leaf: Any) -> np.ndarray:
+    if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+      return np.asarray(jax.device_get(leaf))
+    if leaf.is_fully_replicated:
+      # Every process already holds the whole value: no communication needed.
+      return np.asarray(leaf.addressable_data(0))
+    return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+  return jax.tree.map(one, tree)

@@ -87,7 +87,8 @@ def make_mesh(
 
   ``jax.make_mesh`` orders the devices so that the ``model`` axis (the last, most
   communication-heavy one) connects the closest devices: on a multi-host system it stays within
-  a host and the ``data`` axis crosses hosts.
+  a host and the ``data`` axis crosses hosts. Both axes are ``AxisType.Auto``: shardings are
+  fixed at the step's inputs and outputs and XLA propagates them through the model.
 
   Args:
     mesh_config: see :func:`mesh_shape`.
@@ -95,7 +96,10 @@ def make_mesh(
   """
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_config, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, devices=devices)
+  # Auto axes: XLA's partitioner propagates the shardings of inputs and outputs through the
+  # unmodified model code (explicit axes would need sharding annotations inside the model).
+  axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  return jax.make_mesh(shape, MESH_AXES, axis_types, devices=devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

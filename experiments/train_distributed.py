@@ -1,0 +1,391 @@
+"""Sharded, multi-process, resumable training of one model with one optimizer.
+
+The same training as :func:`experiments.train.train_and_evaluate` — the same model, optimizer
+factory, :func:`experiments.train.train_step`, data order and evaluation — laid out on a device
+mesh (:mod:`experiments.sharding`), optionally across processes (:mod:`experiments.distributed`),
+and checkpointed every ``config.checkpoint_every`` steps (:mod:`experiments.checkpointing`).
+One seed per run: the seed axis that ``train.py`` vmaps over is replaced by the device axes.
+
+Method. The train state is created directly in its sharded layout (``jax.jit`` with output
+shardings), so no device ever holds more than its shards. Each step is one jit-compiled
+:func:`experiments.train.train_step` whose inputs and outputs carry fixed shardings: the batch
+is split over the mesh's ``data`` axis, parameters and optimizer state over its ``model`` axis.
+XLA's SPMD partitioner inserts the collectives: an all-reduce of the gradients over ``data``,
+and, for parameters split over ``model``, the gathers the forward pass needs. The optimizer
+update itself is elementwise on identically sharded arrays and stays local.
+
+The data order is that of ``train.py``: seed ``s`` is split into an initialisation key and a
+data key; epoch ``e`` draws its permutation and its per-step dropout keys from the ``e``-th
+split of the data key; the last incomplete batch is dropped. Every process computes the same
+order and copies to its devices only the examples they hold. Training can therefore stop after
+any step and resume from a checkpoint onto the identical sequence of batches and keys.
+
+Config fields beyond ``configs/digits.py`` (see ``configs/digits_distributed.py``):
+``mesh`` (``data``, ``model``, ``min_shard_size``), ``distributed`` (see
+:mod:`experiments.distributed`), ``checkpoint_every``, ``max_checkpoints_to_keep``,
+``async_checkpointing``, ``resume``, ``checkpoint_fallback`` and ``stop_after_steps`` (stop early
+as a preempted job would; 0 runs to the end).
+
+Run::
+
+    python -m experiments.train_distributed --config configs/digits_distributed.py \\
+        --workdir runs/digits_distributed
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from experiments import checkpointing, sharding, train
+from experiments import data as data_lib
+from experiments import distributed as distributed_lib
+
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
+
+
+def count_collectives(hlo_text: str) -> dict[str, int]:
+  """How many of each collective operation a compiled program's HLO text contains.
+
+  Asynchronous collectives appear as ``-start``/``-done`` pairs and are counted once.
+  """
+  counts = {}
+  for name in COLLECTIVES:
+    pattern = rf"\b{name}(?:-start)?\("
+    counts[name] = len(re.findall(pattern, hlo_text))
+  return counts
+
+
+@dataclasses.dataclass
+class DistributedRunResult:
+  """What :func:`train_and_evaluate` did.
+
+  Attributes:
+    state: the final train state (global, sharded arrays).
+    start_step: the step training started from (0, or the restored checkpoint's step).
+    final_step: the step training stopped at.
+    total_steps: the steps of the full run (``num_epochs * steps_per_epoch``).
+    history: one record per evaluated epoch end: step, epoch, train and test loss/accuracy.
+    mesh_shape: ``{"data": ..., "model": ...}``.
+    num_processes: ``jax.process_count()``.
+    state_partition: ``{path: partition spec}`` of every state leaf.
+    step_collectives: collectives in the compiled training step (:func:`count_collectives`).
+    compile_time_s: ahead-of-time compilation of the training step.
+    train_time_s: time inside the training steps (including host-to-device batch copies).
+    checkpoint_time_s: time spent in checkpoint saves (the synchronous part of async saves).
+  """
+
+  state: train.TrainState
+  start_step: int
+  final_step: int
+  total_steps: int
+  history: list[dict[str, float]]
+  mesh_shape: dict[str, int]
+  num_processes: int
+  state_partition: dict[str, str]
+  step_collectives: dict[str, int]
+  compile_time_s: float
+  train_time_s: float
+  checkpoint_time_s: float
+
+
+def make_step_fn(
+    graphdef: Any,
+    optimizer: Any,
+    state_shardings: Any,
+    mesh: jax.sharding.Mesh,
+) -> Any:
+  """The jit-compiled sharded training step ``(state, batch, step_keys, index) -> (state, m)``.
+
+  ``step_keys[index]`` is the step's dropout key (the epoch's keys are passed whole, so one
+  replicated array serves the epoch). The input state's buffers are donated.
+  """
+  def step(
+      state: train.TrainState, batch: Any, step_keys: jax.Array, index: jax.Array
+  ) -> tuple[train.TrainState, dict[str, jax.Array]]:
+    return train.train_step(graphdef, optimizer, state, batch, step_keys[index])
+
+  everywhere = sharding.replicated(mesh)
+  examples = sharding.batch_sharding(mesh)
+  return jax.jit(
+      step,
+      in_shardings=(state_shardings, (examples, examples), everywhere, everywhere),
+      out_shardings=(state_shardings, everywhere),
+      donate_argnums=0,
+  )
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    dataset: data_lib.Dataset | None = None,
+    devices: Sequence[jax.Device] | None = None,
+) -> DistributedRunResult:
+  """Trains ``config.optimizer`` on a device mesh, resuming from and writing checkpoints.
+
+  Args:
+    config: a config such as ``configs/digits_distributed.py``.
+    workdir: output folder; checkpoints go to ``workdir/checkpoints`` (shared by all processes).
+    dataset: the loaded data set (default: ``config.dataset``).
+    devices: devices of the mesh (default: all devices of all processes).
+
+  Returns:
+    The :class:`DistributedRunResult`; process 0 also writes ``summary.json`` and
+    ``summary.md`` into ``workdir``.
+  """
+  distributed_lib.initialize(config.get("distributed"))
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if config.num_epochs < 1:
+    raise ValueError(f"config.num_epochs must be >= 1; got {config.num_epochs}.")
+  checkpoint_every = int(config.get("checkpoint_every", 0))
+  stop_after = int(config.get("stop_after_steps", 0))
+  if stop_after < 0:
+    raise ValueError(f"config.stop_after_steps must be >= 0 (0: no early stop); got {stop_after}.")
+
+  dataset = dataset if dataset is not None else train.load_config_dataset(config)
+  spec = train.model_spec(config, dataset)
+  graphdef = train.model_graphdef(spec)
+  name = config.optimizer
+  hparams = train.resolve_hparams(config, name)
+  num_examples = dataset.train_images.shape[0]
+  if not 1 <= config.batch_size <= num_examples:
+    raise ValueError(f"config.batch_size must be in [1, {num_examples}]; got {config.batch_size}.")
+  steps_per_epoch = num_examples // config.batch_size
+  total_steps = steps_per_epoch * config.num_epochs
+  optimizer = train.make_optimizer(
+      name, hparams, schedule=config.get("lr_schedule", "constant"), total_steps=total_steps
+  )
+
+  mesh = sharding.make_mesh(config.get("mesh"), devices)
+  if config.batch_size % mesh.shape[sharding.DATA_AXIS]:
+    raise ValueError(
+        f"config.batch_size={config.batch_size} must be a multiple of the mesh's data axis "
+        f"({mesh.shape[sharding.DATA_AXIS]} devices)."
+    )
+  min_shard_size = int((config.get("mesh") or {}).get("min_shard_size", 1024))
+  everywhere = sharding.replicated(mesh)
+
+  # Keys are derived inside the compiled functions from the seed, so that every process
+  # computes them identically and no process-local array enters a multi-process program.
+  def seed_keys() -> tuple[jax.Array, jax.Array]:
+    init_key, data_key = jax.random.split(jax.random.key(config.seed))
+    return init_key, data_key
+
+  def init_fn() -> train.TrainState:
+    return train.init_train_state(spec, optimizer, seed_keys()[0])
+
+  abstract_state = jax.eval_shape(init_fn)
+  state_shardings = sharding.train_state_shardings(optimizer, abstract_state, mesh, min_shard_size)
+
+  checkpointer = checkpointing.TrainCheckpointer(
+      workdir / "checkpoints",
+      save_every=checkpoint_every,
+      max_to_keep=int(config.get("max_checkpoints_to_keep", 3)),
+      async_save=bool(config.get("async_checkpointing", True)),
+  )
+  run_facts = {"optimizer": name, "model": config.model, "dataset": config.dataset}
+  position = checkpointing.DataPosition.at(
+      0, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, seed=config.seed
+  )
+  restored = None
+  if config.get("resume", True):
+    restored = checkpointer.restore_latest(
+        checkpointing.abstract_like(abstract_state, state_shardings),
+        fallback=bool(config.get("checkpoint_fallback", True)),
+    )
+  if restored is not None:
+    state, position, facts = restored
+    position.check_same_order(
+        checkpointing.DataPosition.at(
+            position.step, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size,
+            seed=config.seed,
+        )
+    )
+    for key, value in run_facts.items():
+      if facts.get(key, value) != value:
+        raise ValueError(
+            f"the checkpoint in {checkpointer.directory} was written with {key}="
+            f"{facts[key]!r}, but config.{key}={value!r}; use another workdir or resume=False."
+        )
+    logging.info("resumed from step %d (epoch %d, batch %d)", position.step, position.epoch,
+                 position.batch_in_epoch)
+  else:
+    state = jax.jit(init_fn, out_shardings=state_shardings)()
+  start_step = position.step
+
+  num_steps = steps_per_epoch
+
+  @functools.partial(jax.jit, out_shardings=(everywhere, everywhere))
+  def epoch_plan(epoch: jax.Array) -> tuple[jax.Array, jax.Array]:
+    # The derivation of train.train_and_evaluate and train.train_epoch: the epoch's key is the
+    # epoch-th split of the data key; permutation and per-step keys are split from it.
+    epoch_key = jax.random.split(seed_keys()[1], config.num_epochs)[epoch]
+    permutation_key, steps_key = jax.random.split(epoch_key)
+    batches = train.epoch_batches(permutation_key, num_examples, config.batch_size)
+    return batches, jax.random.split(steps_key, num_steps)
+
+  step_fn = make_step_fn(graphdef, optimizer, state_shardings, mesh)
+  examples = sharding.batch_sharding(mesh)
+  batch_shape = (config.batch_size, *dataset.train_images.shape[1:])
+  compile_start = time.perf_counter()
+  compiled_step = step_fn.lower(
+      state,
+      (jax.ShapeDtypeStruct(batch_shape, dataset.train_images.dtype, sharding=examples),
+       jax.ShapeDtypeStruct((config.batch_size,), dataset.train_labels.dtype, sharding=examples)),
+      jax.eval_shape(lambda: jax.random.split(seed_keys()[1], num_steps)),
+      jax.ShapeDtypeStruct((), jnp.int32, sharding=everywhere),
+  ).compile()
+  compile_time = time.perf_counter() - compile_start
+  step_collectives = count_collectives(compiled_step.as_text())
+
+  test_images = sharding.host_to_global(dataset.test_images, everywhere)
+  test_labels = sharding.host_to_global(dataset.test_labels, everywhere)
+  eval_fn = jax.jit(
+      functools.partial(train.evaluate, graphdef, batch_size=config.get("eval_batch_size", 1000)),
+      out_shardings=everywhere,
+  )
+
+  history: list[dict[str, float]] = []
+  train_time = checkpoint_time = 0.0
+  epoch_metrics: list[dict[str, jax.Array]] = []
+  last_step = total_steps if stop_after == 0 else min(total_steps, stop_after)
+  step = start_step
+  batches_host = step_keys = None
+  while step < last_step:
+    epoch, index = divmod(step, steps_per_epoch)
+    if batches_host is None or index == 0:
+      batches, step_keys = epoch_plan(sharding.host_to_global(np.int32(epoch), everywhere))
+      batches_host = distributed_lib.fetch(batches)
+    indices = batches_host[index]
+    tick = time.perf_counter()
+    batch = sharding.host_to_global(
+        (dataset.train_images[indices], dataset.train_labels[indices]), examples
+    )
+    state, metrics = compiled_step(
+        state, batch, step_keys, sharding.host_to_global(np.int32(index), everywhere)
+    )
+    epoch_metrics.append(metrics)
+    step += 1
+    if step % steps_per_epoch == 0 or step == last_step:
+      # Dispatch is asynchronous: wait for the epoch's steps so the time counts their work.
+      jax.block_until_ready(state)
+    train_time += time.perf_counter() - tick
+    position = checkpointing.DataPosition.at(
+        step, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, seed=config.seed
+    )
+    if step % steps_per_epoch == 0:
+      evaluation = distributed_lib.fetch(eval_fn(state, test_images, test_labels))
+      means = jax.tree.map(lambda *m: np.mean(m), *distributed_lib.fetch(epoch_metrics))
+      epoch_metrics = []
+      history.append({
+          "step": step, "epoch": step // steps_per_epoch,
+          "train_loss": float(means["loss"]), "train_accuracy": float(means["accuracy"]),
+          "test_loss": float(evaluation["loss"]), "test_accuracy": float(evaluation["accuracy"]),
+      })
+    tick = time.perf_counter()
+    checkpointer.save(state, position, force=step == last_step, extra=run_facts)
+    checkpoint_time += time.perf_counter() - tick
+  if step == start_step and restored is None:
+    checkpointer.save(state, position, force=True, extra=run_facts)
+  checkpointer.close()
+
+  result = DistributedRunResult(
+      state=state,
+      start_step=start_step,
+      final_step=step,
+      total_steps=total_steps,
+      history=history,
+      mesh_shape=dict(mesh.shape),
+      num_processes=jax.process_count(),
+      state_partition=sharding.describe(state_shardings),
+      step_collectives=step_collectives,
+      compile_time_s=compile_time,
+      train_time_s=train_time,
+      checkpoint_time_s=checkpoint_time,
+  )
+  if distributed_lib.is_primary():
+    write_summary(workdir, config, result)
+  return result
+
+
+def write_summary(
+    workdir: Path, config: ml_collections.ConfigDict, result: DistributedRunResult
+) -> None:
+  """``summary.json`` (everything but the state) and ``summary.md`` (a table per epoch)."""
+  fields: dict[str, Any] = {
+      field.name: getattr(result, field.name)
+      for field in dataclasses.fields(result) if field.name != "state"
+  }
+  fields["optimizer"] = config.optimizer
+  fields["devices"] = [str(device) for device in jax.devices()]
+  with open(workdir / "summary.json", "w") as handle:
+    json.dump(fields, handle, indent=2)
+  steps_run = result.final_step - result.start_step
+  lines = [
+      f"# {config.name}: {config.optimizer} on a {result.mesh_shape} mesh, "
+      f"{result.num_processes} process(es)",
+      "",
+      f"Steps {result.start_step} to {result.final_step} of {result.total_steps}; "
+      f"compile {result.compile_time_s:.2f} s, training {result.train_time_s:.2f} s "
+      f"({steps_run / max(result.train_time_s, 1e-9):.1f} steps/s), checkpoint saves "
+      f"{result.checkpoint_time_s:.2f} s. Collectives in the compiled step: "
+      + ", ".join(f"{name} {count}" for name, count in result.step_collectives.items()) + ".",
+      "",
+      "| epoch | step | train loss | train accuracy | test loss | test accuracy |",
+      "|---|---|---|---|---|---|",
+  ]
+  for record in result.history:
+    lines.append(
+        f"| {record['epoch']} | {record['step']} | {record['train_loss']:.4f} | "
+        f"{record['train_accuracy']:.4f} | {record['test_loss']:.4f} | "
+        f"{record['test_accuracy']:.4f} |"
+    )
+  (workdir / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """Command line: ``--config <file>[:overrides]`` and ``--workdir`` (Flax-example style)."""
+  from absl import app, flags
+  from absl import logging as absl_logging
+  from ml_collections import config_flags
+
+  config_flag = config_flags.DEFINE_config_file(
+      "config", "configs/digits_distributed.py", "Path to the config file.", lock_config=True
+  )
+  workdir_flag = flags.DEFINE_string("workdir", None, "Output directory; runs/<name> if unset.")
+
+  def run(args: Sequence[str]) -> None:
+    if len(args) > 1:
+      raise app.UsageError(f"Unexpected command-line arguments: {args[1:]}.")
+    # Orbax logs every file operation at INFO level through absl.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    config = config_flag.value
+    workdir = workdir_flag.value or str(Path("runs") / config.name)
+    result = train_and_evaluate(config, workdir)
+    if distributed_lib.is_primary():
+      final = result.history[-1] if result.history else {}
+      print(
+          f"steps {result.start_step}->{result.final_step} of {result.total_steps} on mesh "
+          f"{result.mesh_shape} x {result.num_processes} process(es); "
+          f"test accuracy {final.get('test_accuracy', float('nan')):.4f}; wrote {workdir}"
+      )
+
+  app.run(run, argv=argv)
+
+
+if __name__ == "__main__":
+  main()
