@@ -51,6 +51,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_segments = 3
     config.window = 5
     config.num_seeds = 2
+    # One optimizer of each kind keeps the test to four compilations.
+    del config.optimizers["rmsprop_099"]
+    del config.optimizers["rmsprop_0999"]
   elif arg:
     raise ValueError(f"get_config's arg must be None or 'quick', got {arg!r}.")
   return config

@@ -78,7 +78,7 @@ class AddingRNN(nnx.Module):
       # A positive forget-gate bias lets memory persist from the start (Gers et al., 2000;
       # Jozefowicz et al., 2015); without it the LSTM first has to learn not to forget.
       bias = recurrent_cell.dense_h.bias
-      bias.value = bias.value.at[hidden_size:2 * hidden_size].set(forget_bias)
+      bias[...] = bias[...].at[hidden_size:2 * hidden_size].set(forget_bias)
     elif cell == "gru":
       recurrent_cell = nnx.GRUCell(2, hidden_size, rngs=rngs)
     else:
