@@ -96,7 +96,7 @@ class DataPosition:
 
   def check_same_order(self, expected: DataPosition) -> None:
     """Raises ``ValueError`` if a restored position belongs to a different data order."""
-    for field in ("steps_per_epoch", "batch_size", "seed"):
+    for field in ("batch_size", "seed", "steps_per_epoch"):
       stored, wanted = getattr(self, field), getattr(expected, field)
       if stored != wanted:
         raise ValueError(
@@ -285,24 +285,19 @@ class TrainCheckpointer:
       ``(state, position, extra)``.
 
     Raises:
-      CheckpointCorruptedError: the checkpoint cannot be read, does not match
-        ``abstract_state``, or an array fails its checksums.
+      CheckpointCorruptedError: the checkpoint cannot be read or an array fails its checksums.
+      ValueError: the checkpoint is intact but holds a differently structured state.
     """
     where = self.step_directory(step)
     abstract_flat = flatten_state(abstract_state)
     try:
-      restored = self._manager.restore(
-          step,
-          args=ocp.args.Composite(**{
-              STATE_ITEM: ocp.args.StandardRestore(abstract_flat),
-              META_ITEM: ocp.args.JsonRestore(),
-          }),
-      )
-      meta = restored[META_ITEM]
-      flat = dict(restored[STATE_ITEM])
-    except Exception as error:  # Orbax and TensorStore raise many types; all mean "unreadable".
+      meta = self._manager.restore(
+          step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()})
+      )[META_ITEM]
+    except Exception as error:  # Orbax raises many types; all mean "unreadable".
       raise CheckpointCorruptedError(
-          f"checkpoint {where} cannot be read: {type(error).__name__}: {error}"
+          f"checkpoint {where} has no readable '{META_ITEM}' record: "
+          f"{type(error).__name__}: {error}"
       ) from error
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
       raise CheckpointCorruptedError(
@@ -310,11 +305,23 @@ class TrainCheckpointer:
           f"{FORMAT_VERSION} expected)."
       )
     expected = meta.get("fingerprint", {})
-    if set(expected) != set(flat):
-      raise CheckpointCorruptedError(
-          f"checkpoint {where}: the stored arrays {sorted(flat)[:5]}... do not match its "
-          f"fingerprint record {sorted(expected)[:5]}...."
+    if set(expected) != set(abstract_flat):
+      # Not damage: the checkpoint belongs to another model or optimizer configuration.
+      missing = sorted(set(abstract_flat) - set(expected))
+      unexpected = sorted(set(expected) - set(abstract_flat))
+      raise ValueError(
+          f"checkpoint {where} holds the state of a different model or optimizer: the train "
+          f"state needs {missing[:5]} which it lacks, and it has {unexpected[:5]} which the "
+          f"train state lacks. Use another workdir, or resume=False."
       )
+    try:
+      flat = dict(self._manager.restore(
+          step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract_flat)})
+      )[STATE_ITEM])
+    except Exception as error:  # Orbax and TensorStore raise many types; all mean "unreadable".
+      raise CheckpointCorruptedError(
+          f"checkpoint {where} cannot be read: {type(error).__name__}: {error}"
+      ) from error
     actual = fingerprint(flat)
     damaged = sorted(key for key in flat if actual[key] != list(expected[key]))
     if damaged:
