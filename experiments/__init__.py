@@ -5,4 +5,7 @@
 * :mod:`experiments.train` holds the functional training step, the optimizer factory and
   ``train_and_evaluate(config, workdir)``.
 * :mod:`experiments.compare` runs all four optimizers on one config and writes the report.
+* :mod:`experiments.train_distributed` runs the same training step on a device mesh
+  (:mod:`experiments.sharding`), across processes (:mod:`experiments.distributed`), with exact
+  checkpoint-resume (:mod:`experiments.checkpointing`); see ``docs/distributed.md``.
 """
