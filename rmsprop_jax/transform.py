@@ -140,7 +140,8 @@ def scale_by_rmsprop(
       mean square (Graves, 2013).
     bias_correction: divide the moving averages by :math:`1-\rho^t` as Adam does.
     accumulator_dtype: dtype to *store* ``nu`` and ``mu`` in (e.g. ``jnp.bfloat16`` halves the
-      state); arithmetic still runs in float32. ``None`` keeps the parameters' dtype.
+      state); arithmetic still runs in float32 on the stored (rounded) averages. ``None`` keeps
+      the parameters' dtype.
 
   Returns:
     An ``optax.GradientTransformation`` with state :class:`ScaleByRmsPropState` or
@@ -189,14 +190,20 @@ def scale_by_rmsprop(
       dtype = compute_dtype(g.dtype)
       g32 = g.astype(dtype)
       squared = _abs_sq(g32)
-      new_nu = (1.0 - rho) * squared + rho * nu.astype(squared.dtype)
-      nu_hat = new_nu if debias is None else new_nu / debias
+      # Accumulators are rounded to their storage dtype first and the step reads the stored
+      # value back (a no-op for float32 storage). With bfloat16 storage this keeps XLA to one
+      # pass per output: reading the unrounded value instead makes the update pass read the old
+      # accumulator while another pass overwrites it in place, so XLA copies the donated buffer.
+      new_nu = ((1.0 - rho) * squared + rho * nu.astype(squared.dtype)).astype(nu.dtype)
+      nu_hat = new_nu.astype(squared.dtype)
+      nu_hat = nu_hat if debias is None else nu_hat / debias
       new_mu: jax.Array | None = None
       if mu is None:
         variance = nu_hat
       else:
-        new_mu = (1.0 - rho) * g32 + rho * mu.astype(dtype)
-        mu_hat = new_mu if debias is None else new_mu / debias
+        new_mu = ((1.0 - rho) * g32 + rho * mu.astype(dtype)).astype(mu.dtype)
+        mu_hat = new_mu.astype(dtype)
+        mu_hat = mu_hat if debias is None else mu_hat / debias
         # Mathematically nu - |mu|^2 >= 0 (Jensen); float rounding can push it just below 0,
         # where the square root would be NaN (bias-corrected first step: exactly g^2 - g^2).
         variance = jnp.maximum(nu_hat - _abs_sq(mu_hat), 0.0)
@@ -205,9 +212,7 @@ def scale_by_rmsprop(
       else:
         scaling = 1.0 / (jnp.sqrt(variance) + epsilon)
       scaled = (scaling * g32).astype(g.dtype)
-      if new_mu is None:
-        return scaled, new_nu.astype(nu.dtype), None
-      return scaled, new_nu.astype(nu.dtype), new_mu.astype(mu.dtype)
+      return scaled, new_nu, new_mu
 
     if centered:
       triples = jax.tree.map(leaf_update, updates, state.nu, state.mu)
@@ -293,7 +298,8 @@ def momentum_buffer(
   Args:
     momentum: :math:`\beta` in [0, 1).
     nesterov: use Nesterov's look-ahead form.
-    accumulator_dtype: dtype to store the buffer in; ``None`` keeps the parameters' dtype.
+    accumulator_dtype: dtype to store the buffer in; the output is the stored (rounded) buffer.
+      ``None`` keeps the parameters' dtype.
 
   Returns:
     An ``optax.GradientTransformation`` with state :class:`MomentumState`.
@@ -317,9 +323,11 @@ def momentum_buffer(
     def leaf_update(u, trace):
       dtype = compute_dtype(u.dtype)
       u32 = u.astype(dtype)
-      new_trace = u32 + beta * trace.astype(dtype)
-      output = u32 + beta * new_trace if nesterov else new_trace
-      return output.astype(u.dtype), new_trace.astype(trace.dtype)
+      # As in scale_by_rmsprop: round to the storage dtype, then read the stored buffer back.
+      new_trace = (u32 + beta * trace.astype(dtype)).astype(trace.dtype)
+      output = new_trace.astype(dtype)
+      output = u32 + beta * output if nesterov else output
+      return output.astype(u.dtype), new_trace
 
     pairs = jax.tree.map(leaf_update, updates, state.trace)
     is_pair = lambda x: isinstance(x, tuple) and len(x) == 2
