@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
+import os
 import time
 import warnings
 from collections.abc import Mapping
@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
 
 FORMAT_VERSION = 1
@@ -162,11 +163,18 @@ def fingerprint(flat: Mapping[str, jax.Array]) -> dict[str, list[int]]:
   return {key: [int(value) for value in np.asarray(pair)] for key, pair in sums.items()}
 
 
+def as_checkpoint_path(directory: str | os.PathLike[str]) -> epath.Path:
+  """A local path made absolute, or a remote one (``gs://...``) kept as it is."""
+  text = os.fspath(directory)
+  return epath.Path(text if "://" in text else Path(text).absolute())
+
+
 class TrainCheckpointer:
   """Saves and restores train states with Orbax; see the module docstring for the guarantees.
 
   Args:
-    directory: where the checkpoints go (created if missing); use a path every process sees.
+    directory: where the checkpoints go (created if missing): a path every process sees, local
+      (a shared file system) or an object store URL such as ``gs://bucket/run/checkpoints``.
     save_every: save when ``step % save_every == 0``; ``0`` saves only when forced (the end).
     max_to_keep: how many of the newest checkpoints to keep; older ones are deleted after a
       new one is committed, so a corrupted newest checkpoint always has a predecessor.
@@ -176,7 +184,7 @@ class TrainCheckpointer:
 
   def __init__(
       self,
-      directory: str | Path,
+      directory: str | os.PathLike[str],
       *,
       save_every: int = 0,
       max_to_keep: int = 3,
@@ -187,7 +195,7 @@ class TrainCheckpointer:
     if max_to_keep < 2:
       # One checkpoint alone leaves nothing to fall back to if it is damaged.
       raise ValueError(f"max_to_keep must be >= 2; got {max_to_keep}.")
-    self.directory = Path(directory).absolute()
+    self.directory = as_checkpoint_path(directory)
     self.save_every = save_every
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
@@ -269,7 +277,7 @@ class TrainCheckpointer:
     steps = self.all_steps()
     return steps[-1] if steps else None
 
-  def step_directory(self, step: int) -> Path:
+  def step_directory(self, step: int) -> epath.Path:
     """The directory of the checkpoint at ``step``."""
     return self.directory / str(step)
 
@@ -394,7 +402,7 @@ class TrainCheckpointer:
         source = self.step_directory(step)
         if source.exists():
           destination = target / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-          shutil.move(str(source), str(destination))
+          source.rename(destination)
           logging.warning("moved corrupted checkpoint %s to %s", source, destination)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("checkpointing.quarantine")

@@ -138,7 +138,8 @@ def train_and_evaluate(
 
   Args:
     config: a config such as ``configs/digits_distributed.py``.
-    workdir: output folder; checkpoints go to ``workdir/checkpoints`` (shared by all processes).
+    workdir: output folder, local or ``gs://...``; checkpoints go to ``workdir/checkpoints``
+      (it must be one folder that every process sees).
     dataset: the loaded data set (default: ``config.dataset``).
     devices: devices of the mesh (default: all devices of all processes).
 
@@ -147,7 +148,7 @@ def train_and_evaluate(
     ``summary.md`` into ``workdir``.
   """
   distributed_lib.initialize(config.get("distributed"))
-  workdir = Path(workdir)
+  workdir = checkpointing.as_checkpoint_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   if config.num_epochs < 1:
     raise ValueError(f"config.num_epochs must be >= 1; got {config.num_epochs}.")
@@ -323,7 +324,7 @@ def train_and_evaluate(
 
 
 def write_summary(
-    workdir: Path, config: ml_collections.ConfigDict, result: DistributedRunResult
+    workdir: Any, config: ml_collections.ConfigDict, result: DistributedRunResult
 ) -> None:
   """``summary.json`` (everything but the state) and ``summary.md`` (a table per epoch)."""
   fields: dict[str, Any] = {
@@ -332,8 +333,7 @@ def write_summary(
   }
   fields["optimizer"] = config.optimizer
   fields["devices"] = [str(device) for device in jax.devices()]
-  with open(workdir / "summary.json", "w") as handle:
-    json.dump(fields, handle, indent=2)
+  (workdir / "summary.json").write_text(json.dumps(fields, indent=2))
   steps_run = result.final_step - result.start_step
   lines = [
       f"# {config.name}: {config.optimizer} on a {result.mesh_shape} mesh, "
