@@ -1,0 +1,737 @@
+"""Update-step speed, optimizer-state memory and compile time of RMSprop implementations.
+
+Method. One *update step* is ``optimizer.update`` followed by ``optax.apply_updates``, jitted
+with the parameters and the optimizer state donated, so that XLA may update them in place as a
+training loop would; the gradients are fixed random normals. For PyTorch the step is
+``torch.optim.RMSprop.step()`` on tensors whose ``.grad`` holds the same gradients, with the
+for-loop and the ``foreach`` (multi-tensor) kernels. Every implementation of a case runs once
+per *round*, in an order that rotates from round to round, so that the machine's load (other
+processes share the CPU) falls on all of them alike; times are medians over rounds and every
+ratio is the median of the per-round ratios (paired). A case ends after ``max_rounds`` rounds,
+or once ``min_rounds`` are done and ``time_budget_s`` has passed.
+
+Cases are parameter counts from 1M to 64M in two tree shapes: a single flat leaf and the 161
+leaves of ResNet-50 (He et al., 2016) with their channel widths scaled to the count. The
+variants of :func:`rmsprop_jax.rmsprop` (plain, centered, heavy-ball momentum, bfloat16
+accumulators) are each compared with ``optax.rmsprop`` in the same configuration (for bfloat16,
+with optax's float32 state, optax having no accumulator dtype); ``optax.sgd`` and
+``optax.adam`` frame them.
+
+*Bytes that must move* per parameter are ``3 * param_bytes + 2 * state_bytes``: read the
+parameter and the gradient, write the parameter, read and write every state entry. Divided by
+the step time they give the effective bandwidth; ``optax.sgd`` (12 bytes per float32
+parameter, no state) is the bandwidth-bound floor of any first-order update on the same tree.
+
+The compile time is that of a full train step (forward, backward, update, apply): the Flax NNX
+``SmallCNN`` of :mod:`experiments.models` on 8x8 digits, batch 64, through
+:func:`experiments.train.train_step`, and the 161-leaf ResNet-50-shaped tree under a quadratic
+loss. Trace-and-lower and XLA compilation are timed separately, from a fresh ``jax.jit`` each
+repeat.
+
+Outputs in the work directory: ``benchmark.json`` (everything, with the hardware),
+``benchmark.md`` (tables) and PNG plots.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import platform
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import ml_collections
+import numpy as np
+import optax
+from tqdm import tqdm
+
+import rmsprop_jax
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # after matplotlib.use: the backend must be chosen first
+
+TREE_SHAPES = ("one_leaf", "resnet50")
+
+# Every implementation, and the one it is compared with (None: no paired reference).
+REFERENCE_OF = {
+    "rmsprop_jax": "optax.rmsprop",
+    "rmsprop_jax centered": "optax.rmsprop centered",
+    "rmsprop_jax momentum": "optax.rmsprop momentum",
+    "rmsprop_jax bf16": "optax.rmsprop",
+    "optax.rmsprop": None,
+    "optax.rmsprop centered": None,
+    "optax.rmsprop momentum": None,
+    "optax.sgd": None,
+    "optax.adam": None,
+    "torch for-loop": None,
+    "torch foreach": None,
+}
+OURS = ("rmsprop_jax", "rmsprop_jax centered", "rmsprop_jax momentum", "rmsprop_jax bf16")
+TORCH = ("torch for-loop", "torch foreach")
+
+# Keys benchmark.json always carries; tests check them.
+RESULT_KEYS = ("benchmark", "config", "hardware", "wall_time_s", "cases", "state_bytes",
+               "hlo_passes", "compile", "sweep", "targets", "plots")
+CASE_KEYS = ("tree", "target_size", "num_params", "num_leaves", "rounds", "median_ms",
+             "ratio_to_reference", "ratio_to_torch", "bytes_per_param", "bandwidth_gbs",
+             "bandwidth_vs_sgd")
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameter trees.
+
+
+def resnet50_shapes(width: float) -> list[tuple[int, ...]]:
+  """Leaf shapes of ResNet-50 (v1.5, 1000 classes) with every channel count times ``width``.
+
+  Each convolution kernel is ``(k, k, in, out)`` and followed by a batch-norm scale and bias;
+  four bottleneck stages of 3, 4, 6 and 3 blocks, a projection shortcut opening each stage,
+  and a dense classifier: 161 leaves, 25.6M parameters at ``width=1``.
+  """
+  if width <= 0:
+    raise ValueError(f"width must be positive, got {width}.")
+  channels = lambda count: max(1, round(count * width))
+  shapes: list[tuple[int, ...]] = []
+
+  def conv_bn(kernel: int, fan_in: int, fan_out: int) -> None:
+    shapes.extend([(kernel, kernel, fan_in, fan_out), (fan_out,), (fan_out,)])
+
+  conv_bn(7, 3, channels(64))
+  fan_in = channels(64)
+  for base, blocks in zip((64, 128, 256, 512), (3, 4, 6, 3), strict=True):
+    inner, outer = channels(base), channels(4 * base)
+    for block in range(blocks):
+      conv_bn(1, fan_in, inner)
+      conv_bn(3, inner, inner)
+      conv_bn(1, inner, outer)
+      if block == 0:
+        conv_bn(1, fan_in, outer)
+      fan_in = outer
+  shapes.extend([(fan_in, 1000), (1000,)])
+  return shapes
+
+
+def tree_shapes(tree: str, size: int) -> list[tuple[int, ...]]:
+  """The leaf shapes of a ``tree`` (one of :data:`TREE_SHAPES`) of about ``size`` parameters.
+
+  For ``resnet50`` the width multiplier is found by bisection; the count is matched to within
+  the rounding of channel counts.
+  """
+  if size < 1:
+    raise ValueError(f"size must be a positive parameter count, got {size}.")
+  if tree == "one_leaf":
+    return [(size,)]
+  if tree != "resnet50":
+    raise ValueError(f"tree must be one of {TREE_SHAPES}, got {tree!r}.")
+  count = lambda width: sum(math.prod(shape) for shape in resnet50_shapes(width))
+  low, high = 1e-3, 64.0
+  for _ in range(60):
+    middle = math.sqrt(low * high)
+    low, high = (middle, high) if count(middle) < size else (low, middle)
+  return min((resnet50_shapes(low), resnet50_shapes(high)), key=lambda s: abs(size - sum(
+      math.prod(shape) for shape in s)))
+
+
+def random_tree(shapes: Sequence[tuple[int, ...]], key: jax.Array, scale: float = 1.0):
+  """A dict of float32 normal leaves, one per shape, keyed ``leaf000``, ``leaf001`` ..."""
+  keys = jax.random.split(key, len(shapes))
+  return {f"leaf{i:03d}": scale * jax.random.normal(k, shape, jnp.float32)
+          for i, (k, shape) in enumerate(zip(keys, shapes, strict=True))}
+
+
+# ----------------------------------------------------------------------------------------------
+# Implementations.
+
+
+def jax_optimizers(config: ml_collections.ConfigDict) -> dict[str, optax.GradientTransformation]:
+  """The JAX implementations, named as in :data:`REFERENCE_OF`, eps outside the root."""
+  lr, decay, eps, momentum = config.learning_rate, config.decay, config.eps, config.momentum
+  optax_rms = lambda **kw: optax.rmsprop(lr, decay=decay, eps=eps, eps_in_sqrt=False, **kw)
+  ours = lambda **kw: rmsprop_jax.rmsprop(lr, decay=decay, eps=eps, **kw)
+  return {
+      "rmsprop_jax": ours(),
+      "rmsprop_jax centered": ours(centered=True),
+      "rmsprop_jax momentum": ours(momentum=momentum),
+      "rmsprop_jax bf16": ours(accumulator_dtype=jnp.bfloat16),
+      "optax.rmsprop": optax_rms(),
+      "optax.rmsprop centered": optax_rms(centered=True),
+      "optax.rmsprop momentum": optax_rms(momentum=momentum),
+      "optax.sgd": optax.sgd(lr),
+      "optax.adam": optax.adam(lr),
+  }
+
+
+def make_update_step(optimizer: optax.GradientTransformation) -> Callable[..., Any]:
+  """``(params, state, grads) -> (params, state)``: update and apply, jitted, donating both."""
+
+  def update_step(params, opt_state, grads):
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  return jax.jit(update_step, donate_argnums=(0, 1))
+
+
+class JaxRunner:
+  """Runs one jitted update step of an optax optimizer on its own copy of the parameters."""
+
+  def __init__(self, optimizer: optax.GradientTransformation, params: Any, grads: Any):
+    self.params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
+    self.opt_state = optimizer.init(self.params)
+    self.grads = grads
+    self.step_fn = make_update_step(optimizer)
+
+  def __call__(self) -> float:
+    """One step; returns its wall time in seconds (dispatch to completion)."""
+    start = time.perf_counter()
+    self.params, self.opt_state = self.step_fn(self.params, self.opt_state, self.grads)
+    jax.block_until_ready((self.params, self.opt_state))
+    return time.perf_counter() - start
+
+  def state_bytes(self) -> int:
+    return optimizer_state_bytes(self.opt_state)
+
+
+class TorchRunner:
+  """Runs ``torch.optim.RMSprop.step()`` (for-loop or foreach) on tensors with fixed grads."""
+
+  def __init__(self, config: ml_collections.ConfigDict, params: Any, grads: Any, foreach: bool):
+    import torch  # optional: only when torch is installed and asked for
+
+    self.torch = torch
+    self.tensors = []
+    for leaf, grad in zip(jax.tree.leaves(params), jax.tree.leaves(grads), strict=True):
+      tensor = torch.from_numpy(np.array(leaf, copy=True))
+      tensor.grad = torch.from_numpy(np.array(grad, copy=True))
+      self.tensors.append(tensor)
+    self.optimizer = torch.optim.RMSprop(
+        self.tensors, lr=config.learning_rate, alpha=config.decay, eps=config.eps,
+        foreach=foreach,
+    )
+
+  def __call__(self) -> float:
+    start = time.perf_counter()
+    self.optimizer.step()
+    return time.perf_counter() - start
+
+  def state_bytes(self) -> int:
+    return sum(value.numel() * value.element_size()
+               for state in self.optimizer.state.values() for value in state.values()
+               if isinstance(value, self.torch.Tensor))
+
+
+def torch_available() -> bool:
+  try:
+    import torch  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+def optimizer_state_bytes(opt_state: Any) -> int:
+  """Bytes of every array in an optax state (scalar step counters included)."""
+  return sum(int(np.dtype(leaf.dtype).itemsize) * int(np.size(leaf))
+             for leaf in jax.tree.leaves(opt_state))
+
+
+def bytes_that_must_move(param_bytes: float, state_bytes: float) -> float:
+  """Per parameter: read parameter and gradient, write parameter, read and write the state."""
+  return 3 * param_bytes + 2 * state_bytes
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurement.
+
+
+def paired_rounds(
+    runners: Mapping[str, Callable[[], float]],
+    *,
+    warmup_steps: int,
+    min_rounds: int,
+    max_rounds: int,
+    time_budget_s: float,
+) -> dict[str, list[float]]:
+  """Step times (seconds) of every runner, one per round, in a rotating order."""
+  if min_rounds < 1 or max_rounds < min_rounds:
+    raise ValueError(
+        f"need 1 <= min_rounds <= max_rounds, got min_rounds={min_rounds}, "
+        f"max_rounds={max_rounds}."
+    )
+  names = list(runners)
+  for name in names:
+    for _ in range(warmup_steps):
+      runners[name]()
+  times: dict[str, list[float]] = {name: [] for name in names}
+  start = time.perf_counter()
+  for round_index in range(max_rounds):
+    shift = round_index % len(names)
+    for name in names[shift:] + names[:shift]:
+      times[name].append(runners[name]())
+    if round_index + 1 >= min_rounds and time.perf_counter() - start >= time_budget_s:
+      break
+  return times
+
+
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
+  """Median over rounds of ``numerator[r] / denominator[r]``."""
+  return float(np.median(np.asarray(numerator) / np.asarray(denominator)))
+
+
+def run_case(
+    config: ml_collections.ConfigDict, tree: str, size: int, use_torch: bool, key: jax.Array
+) -> dict[str, Any]:
+  """Times every implementation on one tree shape and size; returns the case's record."""
+  shapes = tree_shapes(tree, size)
+  num_params = sum(math.prod(shape) for shape in shapes)
+  params_key, grads_key = jax.random.split(key)
+  params = random_tree(shapes, params_key, scale=0.1)
+  grads = random_tree(shapes, grads_key)
+  runners: dict[str, Any] = {
+      name: JaxRunner(optimizer, params, grads)
+      for name, optimizer in jax_optimizers(config).items()
+  }
+  if use_torch:
+    for name in TORCH:
+      runners[name] = TorchRunner(config, params, grads, foreach=name == "torch foreach")
+  times = paired_rounds(
+      runners,
+      warmup_steps=config.warmup_steps,
+      min_rounds=config.min_rounds,
+      max_rounds=config.max_rounds,
+      time_budget_s=config.time_budget_s,
+  )
+  state_bytes = {name: runner.state_bytes() / num_params for name, runner in runners.items()}
+  median_ms = {name: 1e3 * float(np.median(values)) for name, values in times.items()}
+  bytes_per_param = {name: bytes_that_must_move(4.0, state) for name, state in state_bytes.items()}
+  bandwidth = {name: bytes_per_param[name] * num_params / (median_ms[name] * 1e-3) / 1e9
+               for name in times}
+  # Bandwidth relative to SGD's, paired: (bytes / t) / (12 / t_sgd) per round.
+  bandwidth_vs_sgd = {
+      name: bytes_per_param[name] / bytes_per_param["optax.sgd"]
+      / paired_ratio(times[name], times["optax.sgd"])
+      for name in times
+  }
+  ratio_to_reference = {name: paired_ratio(times[name], times[reference])
+                        for name, reference in REFERENCE_OF.items() if reference is not None}
+  ratio_to_torch = {}
+  if use_torch:
+    for name in ("rmsprop_jax", "optax.rmsprop"):
+      for torch_name in TORCH:
+        ratio_to_torch[f"{name} / {torch_name}"] = paired_ratio(times[name], times[torch_name])
+  del runners
+  return {
+      "tree": tree,
+      "target_size": int(size),
+      "num_params": int(num_params),
+      "num_leaves": len(shapes),
+      "rounds": len(times["optax.sgd"]),
+      "median_ms": median_ms,
+      "ratio_to_reference": ratio_to_reference,
+      "ratio_to_torch": ratio_to_torch,
+      "bytes_per_param": bytes_per_param,
+      "state_bytes_per_param": state_bytes,
+      "bandwidth_gbs": bandwidth,
+      "bandwidth_vs_sgd": bandwidth_vs_sgd,
+  }
+
+
+def _timed_compile(make_step: Callable[[], Callable[..., Any]], args: Sequence[Any]) -> tuple:
+  """Seconds to trace and lower, and to compile, a freshly jitted step."""
+  jitted = jax.jit(make_step())
+  start = time.perf_counter()
+  lowered = jitted.lower(*args)
+  traced = time.perf_counter()
+  lowered.compile()
+  return traced - start, time.perf_counter() - traced
+
+
+def compile_times(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Compile time of a full train step per JAX implementation, on two programs."""
+  from experiments import train as train_lib  # the Flax NNX train step of the experiments
+
+  spec = train_lib.ModelSpec.create("cnn", (8, 8, 1), 10)
+  graphdef = train_lib.model_graphdef(spec)
+  key = jax.random.PRNGKey(config.seed)
+  batch = (jnp.zeros((64, 8, 8, 1), jnp.float32), jnp.zeros((64,), jnp.int32))
+  shapes = tree_shapes("resnet50", config.compile_size)
+  tree = random_tree(shapes, key)
+
+  def cnn_program(optimizer):
+    state = train_lib.init_train_state(spec, optimizer, key)
+    make = lambda: lambda state, batch, rng: train_lib.train_step(
+        graphdef, optimizer, state, batch, rng)
+    return make, (state, batch, key)
+
+  def tree_program(optimizer):
+    def make():
+      def step(params, opt_state):
+        # A full step of a quadratic loss: forward, backward, update, apply.
+        loss = lambda p: 0.5 * sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(p))
+        grads = jax.grad(loss)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+      return step
+    return make, (tree, optimizer.init(tree))
+
+  programs = {"cnn_digits": cnn_program, "resnet50_tree": tree_program}
+  descriptions = {
+      "cnn_digits": "Flax NNX SmallCNN, 8x8x1 digits, batch 64 (experiments.train.train_step)",
+      "resnet50_tree": f"161-leaf ResNet-50-shaped tree, {sum(map(math.prod, shapes))} "
+                       "parameters, quadratic loss",
+  }
+  for program_name in config.compile_programs:
+    if program_name not in programs:
+      raise ValueError(f"config.compile_programs has an unknown program {program_name!r}; "
+                       f"known: {tuple(programs)}.")
+  results: dict[str, Any] = {
+      "programs": {name: descriptions[name] for name in config.compile_programs},
+      "lower_s": {}, "compile_s": {},
+  }
+  for program_name in config.compile_programs:
+    program = programs[program_name]
+    lower_s, compile_s = {}, {}
+    for name, optimizer in jax_optimizers(config).items():
+      make, args = program(optimizer)
+      samples = [_timed_compile(make, args) for _ in range(config.compile_repeats)]
+      lower_s[name] = float(np.median([s[0] for s in samples]))
+      compile_s[name] = float(np.median([s[1] for s in samples]))
+    results["lower_s"][program_name] = lower_s
+    results["compile_s"][program_name] = compile_s
+  return results
+
+
+def hlo_passes(optimizer: optax.GradientTransformation, size: int) -> dict[str, int]:
+  """Passes over parameter-sized arrays in the compiled update step of a one-leaf tree.
+
+  Counts the fusions and copies of the entry computation whose result has ``size`` elements:
+  on a CPU each is one loop over memory. A single pass that reads every input once and writes
+  every output once would move exactly the bytes that must move; every further pass re-reads
+  some input or intermediate.
+  """
+  params = {"leaf000": jnp.zeros((size,), jnp.float32)}
+  text = make_update_step(optimizer).lower(
+      params, optimizer.init(params), params).compile().as_text()
+  entry = text[text.index("\nENTRY"):]
+  counts = {"fusions": 0, "copies": 0}
+  for line in entry.splitlines():
+    match = re.search(r"= \(?[a-z0-9]+\[(\d+)\]\S* (fusion|copy)\(", line)
+    if match and int(match.group(1)) == size:
+      counts["fusions" if match.group(2) == "fusion" else "copies"] += 1
+  return counts
+
+
+def _find_numbers(tree: Any, prefix: str = "") -> dict[str, float]:
+  """Flattens a JSON object to ``{"a.b.c": number}``."""
+  found: dict[str, float] = {}
+  if isinstance(tree, Mapping):
+    for key, value in tree.items():
+      found.update(_find_numbers(value, f"{prefix}{key}."))
+  elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+    found[prefix.rstrip(".")] = float(tree)
+  return found
+
+
+def sweep_speedup(pattern: str) -> dict[str, Any]:
+  """The vmapped-versus-sequential sweep timings of experiments/sweep.py, if a run exists.
+
+  Looks for ``sweep.json`` files matching ``pattern`` and, in the newest, for numeric entries
+  whose names mention ``vmap`` and ``sequential`` wall times.
+  """
+  paths = sorted(glob.glob(pattern), key=os.path.getmtime)
+  if not paths:
+    return {"available": False, "reason": f"no file matches {pattern}"}
+  with open(paths[-1]) as handle:
+    numbers = _find_numbers(json.load(handle))
+  timed = {k: v for k, v in numbers.items() if any(w in k.lower() for w in ("time", "wall", "_s"))}
+  vmapped = {k: v for k, v in timed.items() if "vmap" in k.lower()}
+  sequential = {k: v for k, v in timed.items() if "sequential" in k.lower()}
+  if not vmapped or not sequential:
+    return {"available": False, "reason": f"{paths[-1]} has no vmapped and sequential times",
+            "path": paths[-1]}
+  vmapped_key, sequential_key = min(vmapped), min(sequential)
+  return {
+      "available": True,
+      "path": paths[-1],
+      "vmapped": {vmapped_key: vmapped[vmapped_key]},
+      "sequential": {sequential_key: sequential[sequential_key]},
+      "speedup": sequential[sequential_key] / vmapped[vmapped_key],
+  }
+
+
+def hardware() -> dict[str, Any]:
+  """The machine and library versions every absolute time belongs to."""
+  cpu_model = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as handle:
+      for line in handle:
+        if line.startswith("model name"):
+          cpu_model = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  versions = {"python": platform.python_version(), "jax": jax.__version__,
+              "optax": optax.__version__, "rmsprop_jax": rmsprop_jax.__version__}
+  if torch_available():
+    import torch
+
+    versions["torch"] = torch.__version__
+    torch_threads = torch.get_num_threads()
+  else:
+    torch_threads = None
+  return {
+      "cpu_model": cpu_model,
+      "cpu_count": os.cpu_count(),
+      "machine": platform.machine(),
+      "jax_backend": jax.default_backend(),
+      "jax_devices": [str(device) for device in jax.devices()],
+      "torch_threads": torch_threads,
+      "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+      "versions": versions,
+  }
+
+
+def check_targets(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """The issue's targets, each with the worst case measured and whether it was met."""
+  worst_reference = max(
+      (case["ratio_to_reference"][name], f"{name}, {case['tree']} {case['num_params']}")
+      for case in cases for name in OURS
+  )
+  targets: dict[str, Any] = {
+      "every variant <= 1.0x optax.rmsprop": {
+          "worst": worst_reference[0], "where": worst_reference[1],
+          "met": worst_reference[0] <= 1.0,
+      },
+  }
+  torch_ratios = [(case["ratio_to_torch"][f"rmsprop_jax / {name}"],
+                   f"{name}, {case['tree']} {case['num_params']}")
+                  for case in cases for name in TORCH if case["ratio_to_torch"]]
+  if torch_ratios:
+    worst_torch = max(torch_ratios)
+    targets["rmsprop_jax <= 0.5x torch.optim.RMSprop"] = {
+        "worst": worst_torch[0], "where": worst_torch[1], "met": worst_torch[0] <= 0.5}
+  half = [case["state_bytes_per_param"]["rmsprop_jax bf16"]
+          / case["state_bytes_per_param"]["rmsprop_jax"] for case in cases]
+  targets["bf16 state bytes = 0.5x float32"] = {"worst": max(half), "met": max(half) <= 0.5 + 1e-3}
+  large = [case for case in cases if case["num_params"] >= 16_000_000]
+  if large:
+    worst_bandwidth = min((case["bandwidth_vs_sgd"]["rmsprop_jax"],
+                           f"{case['tree']} {case['num_params']}") for case in large)
+    targets["bandwidth >= 0.8x optax.sgd (>= 16M params)"] = {
+        "worst": worst_bandwidth[0], "where": worst_bandwidth[1],
+        "met": worst_bandwidth[0] >= 0.8,
+        "optax.rmsprop_worst": min(case["bandwidth_vs_sgd"]["optax.rmsprop"] for case in large),
+    }
+  return targets
+
+
+# ----------------------------------------------------------------------------------------------
+# Reports.
+
+
+def _millions(count: int) -> str:
+  return f"{count / 1e6:.1f}M" if count >= 100_000 else f"{count / 1e6:.3f}M"
+
+
+def plot_results(cases: Sequence[Mapping[str, Any]], workdir: str) -> list[str]:
+  """Step time and bandwidth against parameter count, one panel per tree shape."""
+  paths = []
+  trees = [tree for tree in TREE_SHAPES if any(case["tree"] == tree for case in cases)]
+  names = [name for name in REFERENCE_OF if name in cases[0]["median_ms"]]
+  for quantity, ylabel, filename in (
+      ("median_ms", "median update step (ms)", "step_time.png"),
+      ("bandwidth_gbs", "effective bandwidth (GB/s)", "bandwidth.png"),
+  ):
+    figure, axes = plt.subplots(1, len(trees), figsize=(6.5 * len(trees), 4.5), squeeze=False)
+    for axis, tree in zip(axes[0], trees, strict=True):
+      tree_cases = sorted((c for c in cases if c["tree"] == tree), key=lambda c: c["num_params"])
+      counts = [case["num_params"] for case in tree_cases]
+      for name in names:
+        style = "-" if name in OURS else ("--" if name.startswith("optax") else ":")
+        axis.plot(counts, [case[quantity][name] for case in tree_cases], style, marker="o",
+                  markersize=3, label=name)
+      axis.set_xscale("log")
+      axis.set_yscale("log" if quantity == "median_ms" else "linear")
+      axis.set_xlabel("parameters")
+      axis.set_ylabel(ylabel)
+      axis.set_title(f"{tree} ({tree_cases[0]['num_leaves']} leaves)")
+      axis.grid(True, which="both", alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    path = os.path.join(workdir, filename)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    paths.append(path)
+  return paths
+
+
+def markdown_report(result: Mapping[str, Any]) -> str:
+  """The tables of ``benchmark.md``."""
+  hw = result["hardware"]
+  lines = [
+      "# Update-step benchmark",
+      "",
+      f"Hardware: {hw['cpu_model']}, {hw['cpu_count']} cores, JAX backend {hw['jax_backend']}; "
+      + ", ".join(f"{k} {v}" for k, v in hw["versions"].items())
+      + f". Load average at start: {hw['load_average_at_start']}. Wall time "
+      f"{result['wall_time_s']:.0f} s.",
+      "",
+      "Median update-step time (ms); update + apply, jitted, donated buffers. Ratios are "
+      "paired medians over rounds.",
+      "",
+  ]
+  cases = result["cases"]
+  names = [name for name in REFERENCE_OF if name in cases[0]["median_ms"]]
+  lines.append("| tree | params | rounds | " + " | ".join(names) + " |")
+  lines.append("|---|---:|---:|" + "---:|" * len(names))
+  for case in cases:
+    lines.append(f"| {case['tree']} | {_millions(case['num_params'])} | {case['rounds']} | "
+                 + " | ".join(f"{case['median_ms'][n]:.2f}" for n in names) + " |")
+  lines += ["", "Ratio of each rmsprop_jax variant to optax.rmsprop in the same configuration "
+            "(bf16: to float32 optax.rmsprop), and to torch.optim.RMSprop (plain):", ""]
+  torch_keys = list(cases[0]["ratio_to_torch"])
+  header = list(OURS) + torch_keys
+  lines.append("| tree | params | " + " | ".join(header) + " |")
+  lines.append("|---|---:|" + "---:|" * len(header))
+  for case in cases:
+    values = [case["ratio_to_reference"][n] for n in OURS]
+    values += [case["ratio_to_torch"][k] for k in torch_keys]
+    lines.append(f"| {case['tree']} | {_millions(case['num_params'])} | "
+                 + " | ".join(f"{v:.2f}x" for v in values) + " |")
+  lines += ["", "Effective bandwidth (bytes that must move / median time) and its paired ratio to "
+            "optax.sgd's on the same tree:", ""]
+  bandwidth_names = ["optax.sgd", "rmsprop_jax", "optax.rmsprop", "rmsprop_jax bf16",
+                     "rmsprop_jax momentum", "optax.adam"]
+  lines.append("| tree | params | " + " | ".join(bandwidth_names) + " |")
+  lines.append("|---|---:|" + "---:|" * len(bandwidth_names))
+  for case in cases:
+    lines.append(
+        f"| {case['tree']} | {_millions(case['num_params'])} | "
+        + " | ".join(f"{case['bandwidth_gbs'][n]:.1f} GB/s ({case['bandwidth_vs_sgd'][n]:.0%})"
+                     for n in bandwidth_names) + " |")
+  lines += ["", "Optimizer state and bytes that must move per float32 parameter; passes over "
+            "parameter-sized arrays in the compiled step (XLA fusions + copies, one-leaf tree):",
+            "", "| implementation | state bytes / param | bytes that must move / param | "
+            "passes (fusions + copies) |", "|---|---:|---:|---:|"]
+  for name, state in result["state_bytes"].items():
+    passes = result["hlo_passes"].get(name)
+    passes_text = f"{passes['fusions']} + {passes['copies']}" if passes else "n/a"
+    lines.append(f"| {name} | {state:.2f} | {bytes_that_must_move(4.0, state):.2f} | "
+                 f"{passes_text} |")
+  compile_result = result["compile"]
+  if compile_result:
+    programs = list(compile_result["compile_s"])
+    lines += ["", "Compile time of a full train step (median of repeats; trace+lower / XLA "
+              "compile, seconds):", ""]
+    for program in programs:
+      lines.append(f"- {program}: {compile_result['programs'][program]}")
+    lines += ["", "| implementation | " + " | ".join(programs) + " |",
+              "|---|" + "---:|" * len(programs)]
+    for name in compile_result["compile_s"][programs[0]]:
+      lines.append(f"| {name} | " + " | ".join(
+          f"{compile_result['lower_s'][p][name]:.2f} / {compile_result['compile_s'][p][name]:.2f}"
+          for p in programs) + " |")
+  sweep = result["sweep"]
+  lines += ["", "Vmapped sweep (experiments/sweep.py): "
+            + (f"{sweep['speedup']:.1f}x faster than sequential ({sweep['vmapped']} vs "
+               f"{sweep['sequential']}, from {sweep['path']})." if sweep["available"]
+               else f"not available ({sweep['reason']})."), "", "Targets:", ""]
+  for target, outcome in result["targets"].items():
+    where = f" ({outcome['where']})" if "where" in outcome else ""
+    lines.append(f"- {target}: worst {outcome['worst']:.2f}{where} — "
+                 f"{'met' if outcome['met'] else 'MISSED'}")
+  lines += [""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in result["plots"]]
+  return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points.
+
+
+def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs every case, the compile-time and state measurements; writes the reports.
+
+  Args:
+    config: see ``configs/benchmark.py``.
+    workdir: output directory (created).
+
+  Returns:
+    The record written to ``benchmark.json`` (keys :data:`RESULT_KEYS`).
+  """
+  for tree in config.sizes:
+    if tree not in TREE_SHAPES:
+      raise ValueError(f"config.sizes has an unknown tree {tree!r}; known: {TREE_SHAPES}.")
+  os.makedirs(workdir, exist_ok=True)
+  start = time.perf_counter()
+  use_torch = bool(config.include_torch) and torch_available()
+  machine = hardware()
+  key = jax.random.PRNGKey(config.seed)
+  jobs = [(tree, int(size)) for tree, sizes in config.sizes.items() for size in sizes]
+  cases = []
+  for index, (tree, size) in enumerate(tqdm(jobs, desc="benchmark cases")):
+    case = run_case(config, tree, size, use_torch, jax.random.fold_in(key, index))
+    cases.append(case)
+    tqdm.write(f"{tree} {_millions(case['num_params'])}: " + ", ".join(
+        f"{name} {case['median_ms'][name]:.2f} ms" for name in ("optax.sgd", "rmsprop_jax",
+                                                                 "optax.rmsprop")))
+  compile_result = (compile_times(config)
+                    if config.compile_repeats > 0 and config.compile_programs else {})
+  result: dict[str, Any] = {
+      "benchmark": config.name,
+      "config": config.to_dict(),
+      "hardware": machine,
+      "cases": cases,
+      # State bytes per parameter barely depend on the size (step counters aside): the largest.
+      "state_bytes": max(cases, key=lambda c: c["num_params"])["state_bytes_per_param"],
+      "hlo_passes": {name: hlo_passes(optimizer, config.compile_size)
+                     for name, optimizer in jax_optimizers(config).items()},
+      "compile": compile_result,
+      "sweep": sweep_speedup(config.sweep_glob),
+      "targets": check_targets(cases),
+  }
+  result["plots"] = plot_results(cases, workdir)
+  result["wall_time_s"] = time.perf_counter() - start
+  with open(os.path.join(workdir, "benchmark.json"), "w") as handle:
+    json.dump(result, handle, indent=2)
+  with open(os.path.join(workdir, "benchmark.md"), "w") as handle:
+    handle.write(markdown_report(result))
+  return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """``python -m experiments.benchmark [--config configs/benchmark.py] [--quick] [--workdir]``."""
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  config_flag = config_flags.DEFINE_config_file(
+      "config", "configs/benchmark.py", "Path to the benchmark's config file.", lock_config=True
+  )
+  quick_flag = flags.DEFINE_bool("quick", False, "Use the seconds-long test configuration.")
+  workdir_flag = flags.DEFINE_string(
+      "workdir", None, "Output directory; defaults to runs/<config.name>."
+  )
+
+  def run(args: Sequence[str]) -> None:
+    if len(args) > 1:
+      raise app.UsageError(f"Unexpected command-line arguments: {args[1:]}.")
+    config = config_flag.value
+    if quick_flag.value:
+      from configs import benchmark as benchmark_config
+
+      config = benchmark_config.get_config("quick")
+    workdir = workdir_flag.value or os.path.join("runs", config.name)
+    result = run_benchmark(config, workdir)
+    print(open(os.path.join(workdir, "benchmark.md")).read())
+    print(f"wrote {workdir}/benchmark.json, benchmark.md and {len(result['plots'])} plots "
+          f"in {result['wall_time_s']:.1f} s")
+
+  app.run(run, argv=list(argv) if argv is not None else None)
+
+
+if __name__ == "__main__":
+  main()
