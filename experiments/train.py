@@ -586,19 +586,24 @@ def train_and_evaluate(
     init_keys, data_keys = jnp.stack([k[0] for k in keys]), jnp.stack([k[1] for k in keys])
     return (init_keys, data_keys) if vmap_seeds else (init_keys[0], data_keys[0])
 
-  init_fn = jax.jit(over_seeds(lambda key: init_train_state(spec, optimizer, key), 0))
-  split_fn = jax.jit(over_seeds(lambda key: jax.random.split(key, config.num_epochs), 0))
+  # The variables and the evaluation do not depend on the optimizer: their compiled programs
+  # are cached per model (see _shared_programs) and reused by every optimizer of a comparison.
+  init_fn, eval_fn = _shared_programs(
+      spec, vmap_seeds, int(config.get("eval_batch_size", 1000))
+  )
+  compile_start = time.perf_counter()
   group_states, group_data_keys = [], []
   for group in groups:
     init_keys, data_keys = group_keys(group)
-    group_states.append(init_fn(init_keys))
-    group_data_keys.append(split_fn(data_keys))
-
-  compile_start = time.perf_counter()
-  eval_fn = jax.jit(over_seeds(
-      functools.partial(evaluate, graphdef, batch_size=config.get("eval_batch_size", 1000)),
-      (0, None, None),
-  )).lower(group_states[0], test_images, test_labels).compile()
+    params, model_state = init_fn(init_keys)
+    opt_state = over_seeds(optimizer.init, 0)(params)
+    step = jnp.zeros((len(group),) if vmap_seeds else (), jnp.int32)
+    group_states.append(TrainState(params, model_state, opt_state, step))
+    group_data_keys.append(
+        jnp.stack([jax.random.split(key, config.num_epochs) for key in data_keys])
+        if vmap_seeds else jax.random.split(data_keys, config.num_epochs)
+    )
+  jax.block_until_ready(eval_fn(group_states[0], test_images, test_labels))
   first_keys = group_data_keys[0][:, 0] if vmap_seeds else group_data_keys[0][0]
   if epoch_loop == "scan":
     epoch_fn = jax.jit(
@@ -692,6 +697,21 @@ def train_and_evaluate(
       wall_time_s=time.perf_counter() - start,
       **curves,
   )
+
+
+@functools.cache
+def _shared_programs(spec: ModelSpec, vmap_seeds: bool, eval_batch_size: int) -> tuple[Any, Any]:
+  """Jitted ``key -> (params, model_state)`` and ``(state, images, labels) -> evaluation``."""
+  graphdef = model_graphdef(spec)
+
+  def over_seeds(fn: Any, in_axes: Any) -> Any:
+    return jax.vmap(fn, in_axes=in_axes) if vmap_seeds else fn
+
+  init_fn = jax.jit(over_seeds(functools.partial(init_variables, spec), 0))
+  eval_fn = jax.jit(over_seeds(
+      functools.partial(evaluate, graphdef, batch_size=eval_batch_size), (0, None, None)
+  ))
+  return init_fn, eval_fn
 
 
 def save_checkpoint(path: Path, states: TrainState) -> None:
