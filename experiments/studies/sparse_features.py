@@ -60,7 +60,12 @@ def sample_bags(key: jax.Array, probabilities: jax.Array, batch_size: int, bag_s
   """Draws ``[batch_size, bag_size]`` feature ids independently from ``probabilities``."""
   common.check_positive_int("batch_size", batch_size)
   common.check_positive_int("bag_size", bag_size)
-  return jax.random.categorical(key, jnp.log(probabilities), shape=(batch_size, bag_size))
+  # Inverse-CDF sampling costs O(log V) per draw; jax.random.categorical would draw V Gumbel
+  # variables per id, 20000 times more random numbers than ids.
+  cumulative = jnp.cumsum(probabilities)
+  uniforms = jax.random.uniform(key, (batch_size, bag_size), maxval=cumulative[-1])
+  ids = jnp.searchsorted(cumulative, uniforms, side="right")
+  return jnp.minimum(ids, probabilities.shape[0] - 1)
 
 
 def teacher_labels(teacher_weights: jax.Array, bags: jax.Array) -> jax.Array:
