@@ -251,6 +251,15 @@ class TrainCheckpointer:
         force=True,
     ))
 
+  def reached_preemption(self, step: int) -> bool:
+    """Whether the job was told it will be preempted and all processes agreed to stop at ``step``.
+
+    JAX's preemption service (started by ``jax.distributed.initialize``) turns a SIGTERM on any
+    process into a step every process stops at; without it this is always false. Every process
+    must call it at every step.
+    """
+    return bool(self._manager.reached_preemption(step))
+
   def wait_until_finished(self) -> None:
     """Blocks until every asynchronous write is committed."""
     self._manager.wait_until_finished()

@@ -95,19 +95,29 @@ def _launch(
 
 
 def _final_state(workdir: Path) -> dict[str, np.ndarray]:
-  """The arrays of a run's newest checkpoint, as NumPy (no model code needed)."""
+  """The arrays of a run's newest checkpoint, as NumPy (no model code needed).
+
+  The shapes and dtypes come from the checkpoint's metadata; every array is read onto this
+  process's first device, whatever layout wrote it.
+  """
+  import jax
   import orbax.checkpoint as ocp
 
   steps = sorted(int(path.name) for path in (workdir / "checkpoints").iterdir()
                  if path.name.isdigit())
-  restored = ocp.StandardCheckpointer().restore((workdir / "checkpoints" / str(steps[-1]) /
-                                                 "state").absolute())
+  path = (workdir / "checkpoints" / str(steps[-1]) / "state").absolute()
+  checkpointer = ocp.StandardCheckpointer()
+  one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=one_device),
+      dict(checkpointer.metadata(path).item_metadata),
+  )
+  restored = checkpointer.restore(path, target)
   return {key: np.asarray(value) for key, value in restored.items()}
 
 
-def run_layouts(workdir: Path, *, epochs: int) -> list[dict[str, Any]]:
-  """Trains every layout (see the module docstring) and compares each with one device."""
-  common = [f"--config.num_epochs={epochs}", "--config.resume=False"]
+def layout_specs(workdir: Path, total_steps: int) -> list[dict[str, Any]]:
+  """The runs of the report, each with its workdir under ``workdir``."""
   layouts: list[dict[str, Any]] = [
       {"name": "1 device", "devices": 1, "data": 1, "model": 1, "processes": 1},
       {"name": "8 devices, data 8", "devices": 8, "data": 8, "model": 1, "processes": 1},
@@ -120,27 +130,36 @@ def run_layouts(workdir: Path, *, epochs: int) -> list[dict[str, Any]]:
   ]
   for index, layout in enumerate(layouts):
     layout["workdir"] = workdir / f"layout{index}"
-    layout["wall_s"] = _launch(
-        layout["workdir"], devices=layout["devices"], data=layout["data"],
-        model=layout["model"], processes=layout["processes"], overrides=common,
-    )
+  layouts.append({
+      "name": f"1 device, stopped at step {total_steps // 2}, resumed in a new process",
+      "devices": 1, "data": 1, "model": 1, "processes": 1, "workdir": workdir / "resumed",
+      "stop_after_steps": total_steps // 2,
+  })
+  return layouts
+
+
+def run_layouts(workdir: Path, *, epochs: int, optimizer: str) -> list[dict[str, Any]]:
+  """Trains every layout (see the module docstring) and compares each with one device."""
+  common = [f"--config.num_epochs={epochs}", f"--config.optimizer={optimizer}"]
+  total_steps = epochs * (1437 // 64)  # Digits: 1,437 training images, batch 64.
+  layouts = layout_specs(workdir, total_steps)
+  for layout in layouts:
+    launch = {key: layout[key] for key in ("devices", "data", "model", "processes")}
+    if "stop_after_steps" in layout:
+      # Stop half-way (as a preempted job), then resume in a new process from the checkpoint.
+      first = _launch(layout["workdir"], **launch, overrides=[
+          *common, "--config.resume=False", f"--config.stop_after_steps={total_steps // 2}"])
+      layout["wall_s"] = first + _launch(
+          layout["workdir"], **launch, overrides=[*common, "--config.resume=True"])
+    else:
+      layout["wall_s"] = _launch(
+          layout["workdir"], **launch, overrides=[*common, "--config.resume=False"])
     print(f"{layout['name']}: {layout['wall_s']:.1f} s", flush=True)
+  return compare_layouts(layouts)
 
-  # Stop half-way (as a preempted job), then resume in a new process from the checkpoint.
-  summary = json.loads((layouts[0]["workdir"] / "summary.json").read_text())
-  half = summary["total_steps"] // 2
-  resumed = {"name": f"1 device, stopped at step {half}, resumed in a new process",
-             "devices": 1, "data": 1, "model": 1, "processes": 1,
-             "workdir": workdir / "resumed"}
-  first = _launch(resumed["workdir"], devices=1, data=1, model=1,
-                  overrides=[f"--config.num_epochs={epochs}", "--config.resume=False",
-                             f"--config.stop_after_steps={half}"])
-  second = _launch(resumed["workdir"], devices=1, data=1, model=1,
-                   overrides=[f"--config.num_epochs={epochs}", "--config.resume=True"])
-  resumed["wall_s"] = first + second
-  print(f"{resumed['name']}: {resumed['wall_s']:.1f} s", flush=True)
-  layouts.append(resumed)
 
+def compare_layouts(layouts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Adds each run's summary and its final state's distance to the first (one-device) run."""
   reference = _final_state(layouts[0]["workdir"])
   for layout in layouts:
     layout["summary"] = json.loads((layout["workdir"] / "summary.json").read_text())
@@ -154,7 +173,7 @@ def run_layouts(workdir: Path, *, epochs: int) -> list[dict[str, Any]]:
   return layouts
 
 
-def write_report(workdir: Path, layouts: list[dict[str, Any]]) -> None:
+def write_report(workdir: Path, layouts: list[dict[str, Any]], *, optimizer: str) -> None:
   """``report.md`` (one row per layout), ``layouts.png`` and ``layouts.json``."""
   figure, (curves, differences) = plt.subplots(1, 2, figsize=(12, 4.5))
   for layout, marker in zip(layouts, "osD^vx", strict=False):
@@ -201,7 +220,8 @@ def write_report(workdir: Path, layouts: list[dict[str, Any]]) -> None:
   text = "\n".join([
       "# One training, several device layouts",
       "",
-      f"`{CONFIG}`: digits CNN, RMSprop (lr 1e-3, decay 0.9, eps 1e-8), batch 64, "
+      f"`{CONFIG}` with `optimizer={optimizer}` (hyperparameters of `configs/digits.py`): "
+      f"digits CNN, batch 64, "
       f"{layouts[0]['summary']['total_steps']} steps, seed 0. Simulated CPU devices "
       "(`--xla_force_host_platform_device_count`) share the machine's cores, so the timings show "
       "overheads, not speed-ups. For the resumed run, the timings are those of its second half.",
@@ -220,13 +240,15 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", default="runs/distributed_layouts")
   parser.add_argument("--epochs", type=int, default=10)
+  parser.add_argument("--optimizer", default="rmsprop",
+                      choices=("sgd", "momentum", "adam", "rmsprop"))
   args = parser.parse_args(argv)
   if args.epochs < 1:
     parser.error(f"--epochs must be >= 1; got {args.epochs}.")
   workdir = Path(args.workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
-  layouts = run_layouts(workdir, epochs=args.epochs)
-  write_report(workdir, layouts)
+  layouts = run_layouts(workdir, epochs=args.epochs, optimizer=args.optimizer)
+  write_report(workdir, layouts, optimizer=args.optimizer)
   print(f"wrote {workdir / 'report.md'} and {workdir / 'layouts.png'}")
 
 

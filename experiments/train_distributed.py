@@ -298,8 +298,12 @@ def train_and_evaluate(
           "test_loss": float(evaluation["loss"]), "test_accuracy": float(evaluation["accuracy"]),
       })
     tick = time.perf_counter()
-    checkpointer.save(state, position, force=step == last_step, extra=run_facts)
+    preempted = checkpointer.reached_preemption(step)
+    checkpointer.save(state, position, force=step == last_step or preempted, extra=run_facts)
     checkpoint_time += time.perf_counter() - tick
+    if preempted:
+      logging.warning("preemption notice: saved step %d and stopped; rerun to resume", step)
+      break
   if step == start_step and restored is None:
     checkpointer.save(state, position, force=True, extra=run_facts)
   checkpointer.close()
