@@ -254,9 +254,33 @@ class TrainingSetup:
     return num_train // self.batch_size
 
 
+TRIAL_RANDOMNESS = ("shared", "per_trial")
+
+
 def seed_keys(seeds: Sequence[int]) -> jax.Array:
   """One typed key per seed, ``jax.random.key(seed)``, stacked."""
   return jnp.stack([jax.random.key(int(seed)) for seed in seeds])
+
+
+def run_keys(seeds: Sequence[int], num_trials: int, trial_randomness: str) -> jax.Array:
+  """The key of every run.
+
+  ``shared``: shape ``(seeds,)``; every trial of a seed starts from the same weights and sees
+  the same batches and dropout masks. ``per_trial``: shape ``(trials, seeds)``, the seed's key
+  folded with the trial index, so every run draws its own — the layout of independent jobs,
+  kept to measure what sharing saves.
+  """
+  if trial_randomness not in TRIAL_RANDOMNESS:
+    raise ValueError(
+        f"trial_randomness must be one of {TRIAL_RANDOMNESS}; got {trial_randomness!r}."
+    )
+  keys = seed_keys(seeds)
+  if trial_randomness == "shared":
+    return keys
+  trials = jnp.arange(num_trials)
+  return jax.vmap(lambda trial: jax.vmap(lambda key: jax.random.fold_in(key, trial))(keys))(
+      trials
+  )
 
 
 def make_trial_fn(
@@ -314,15 +338,18 @@ def make_trial_fn(
 
 def make_chunk_program(
     trial_fn: Callable[[dict[str, jax.Array], jax.Array, SweepData], dict[str, jax.Array]],
+    per_trial_keys: bool = False,
 ) -> Callable[[dict[str, jax.Array], jax.Array, SweepData], dict[str, jax.Array]]:
   """``jit(vmap_trials(vmap_seeds(trial_fn)))``: metrics of shape ``(chunk, seeds, ...)``.
 
   The inner vmap maps the seeds' keys with the hyperparameters fixed; the outer one maps the
-  hyperparameters with the keys shared, so per-seed randomness (initial weights, batches,
-  dropout masks) is computed once per seed, not once per trial.
+  hyperparameters with the keys shared (keys of shape ``(seeds,)``), so per-seed randomness
+  (initial weights, batches, dropout masks) is computed once per seed, not once per trial.
+  With ``per_trial_keys`` the keys have shape ``(chunk, seeds)`` and the outer vmap maps them
+  too.
   """
   over_seeds = jax.vmap(trial_fn, in_axes=(None, 0, None))
-  return jax.jit(jax.vmap(over_seeds, in_axes=(0, None, None)))
+  return jax.jit(jax.vmap(over_seeds, in_axes=(0, 0 if per_trial_keys else None, None)))
 
 
 def chunk_slices(num_trials: int, chunk_size: int) -> list[tuple[np.ndarray, int]]:
@@ -364,27 +391,34 @@ def run_vmapped(
 ) -> tuple[dict[str, np.ndarray], ModeTiming]:
   """Trains every trial x seed with one compiled vmapped program, chunk by chunk.
 
+  ``keys`` come from :func:`run_keys`: ``(seeds,)`` shared by the trials or ``(trials, seeds)``.
+
   Returns:
     Metrics as NumPy arrays of shape ``(num_trials, num_seeds, ...)`` and the timing (compile
     time measured apart by ahead-of-time compilation).
   """
   num_trials = len(next(iter(swept.values())))
   chunk_size = min(chunk_size, num_trials)
-  program = make_chunk_program(trial_fn)
+  per_trial = keys.ndim == 2
+  program = make_chunk_program(trial_fn, per_trial_keys=per_trial)
   hparams = {name: np.asarray(values, np.float32) for name, values in swept.items()}
   chunks = chunk_slices(num_trials, chunk_size)
-  timing = ModeTiming(runs=num_trials * keys.shape[0], runs_timed=num_trials * keys.shape[0])
+  num_runs = num_trials * keys.shape[-1]
+  timing = ModeTiming(runs=num_runs, runs_timed=num_runs)
+
+  def chunk_keys(indices: np.ndarray) -> jax.Array:
+    return keys[indices] if per_trial else keys
 
   tick = time.perf_counter()
   first = {name: values[chunks[0][0]] for name, values in hparams.items()}
-  compiled = program.lower(first, keys, data).compile()
+  compiled = program.lower(first, chunk_keys(chunks[0][0]), data).compile()
   timing.compile_s = time.perf_counter() - tick
 
   outputs: list[dict[str, np.ndarray]] = []
   wall, cpu = time.perf_counter(), time.process_time()
   for indices, real in chunks:
     chunk = {name: values[indices] for name, values in hparams.items()}
-    metrics = jax.device_get(compiled(chunk, keys, data))
+    metrics = jax.device_get(compiled(chunk, chunk_keys(indices), data))
     outputs.append({name: value[:real] for name, value in metrics.items()})
     if progress is not None:
       progress.update(real)
@@ -407,14 +441,16 @@ def run_sequential(
   ``lax.scan`` over batches), with the hyperparameters as scalar array arguments.
   """
   num_trials = len(next(iter(swept.values())))
-  num_seeds = keys.shape[0]
+  num_seeds = keys.shape[-1]
   program = jax.jit(trial_fn)
+  run_key = (lambda trial, seed: keys[trial, seed]) if keys.ndim == 2 else (
+      lambda trial, seed: keys[seed])
   hparams = {name: np.asarray(values, np.float32) for name, values in swept.items()}
   timing = ModeTiming(runs=num_trials * num_seeds, runs_timed=num_trials * num_seeds)
 
   tick = time.perf_counter()
-  compiled = program.lower({name: values[0] for name, values in hparams.items()}, keys[0],
-                           data).compile()
+  compiled = program.lower({name: values[0] for name, values in hparams.items()},
+                           run_key(0, 0), data).compile()
   timing.compile_s = time.perf_counter() - tick
 
   results: list[list[dict[str, np.ndarray]]] = []
@@ -422,7 +458,8 @@ def run_sequential(
   for trial in range(num_trials):
     trial_hparams = {name: values[trial] for name, values in hparams.items()}
     results.append([
-        jax.device_get(compiled(trial_hparams, keys[seed], data)) for seed in range(num_seeds)
+        jax.device_get(compiled(trial_hparams, run_key(trial, seed), data))
+        for seed in range(num_seeds)
     ])
     if progress is not None:
       progress.update(1)
@@ -438,7 +475,7 @@ def run_sequential(
 def run_python_loop(
     setup: TrainingSetup,
     trials: Sequence[Mapping[str, float]],
-    key: jax.Array,
+    keys: Sequence[jax.Array],
     data: SweepData,
 ) -> tuple[list[dict[str, float]], ModeTiming]:
   """Runs trials the usual way: a Python loop over batches calling a jitted ``train_step``.
@@ -448,7 +485,8 @@ def run_python_loop(
   :func:`make_trial_fn` (each epoch's permutation and step keys come from the same split of
   the epoch key as in :func:`experiments.train.train_epoch`), so each result is the same run.
   The jitted functions take the hyperparameters as arguments and are compiled once, on the
-  first trial (timed as compilation); the run time covers every trial in ``trials``, one seed.
+  first trial (timed as compilation); the run time covers every trial in ``trials``, each
+  trained from its key in ``keys``.
   """
   graphdef = train.model_graphdef(setup.spec)
   fixed = dict(setup.fixed)
@@ -480,8 +518,6 @@ def run_python_loop(
   evaluate = jax.jit(functools.partial(train.evaluate, graphdef,
                                        batch_size=setup.eval_batch_size))
   host_images, host_labels = np.asarray(data.train_images), np.asarray(data.train_labels)
-  init_key, data_key = jax.random.split(key)
-  epoch_keys = jax.random.split(data_key, setup.num_epochs)
 
   def evaluate_all(state: train.TrainState) -> dict[str, dict[str, np.ndarray]]:
     return {split: jax.device_get(evaluate(state, getattr(data, f"{split}_images"),
@@ -492,8 +528,9 @@ def run_python_loop(
   timing = ModeTiming(runs=len(trials), runs_timed=len(trials))
   tick = time.perf_counter()
   values = {name: jnp.float32(value) for name, value in trials[0].items()}
+  init_key, data_key = jax.random.split(keys[0])
   state = init(values, init_key)
-  batches, step_keys = epoch_plan(epoch_keys[0])
+  batches, step_keys = epoch_plan(jax.random.split(data_key, setup.num_epochs)[0])
   rows = np.asarray(batches[0])
   jax.block_until_ready(step(values, state, host_images[rows], host_labels[rows], step_keys[0]))
   evaluate_all(state)
@@ -501,8 +538,10 @@ def run_python_loop(
 
   results = []
   wall, cpu = time.perf_counter(), time.process_time()
-  for hparams in trials:
+  for hparams, key in zip(trials, keys, strict=True):
     values = {name: jnp.float32(value) for name, value in hparams.items()}
+    init_key, data_key = jax.random.split(key)
+    epoch_keys = jax.random.split(data_key, setup.num_epochs)
     state = init(values, init_key)
     epoch_losses = []
     for epoch in range(setup.num_epochs):
@@ -701,13 +740,17 @@ def plot_heatmap(
     return False
   figure, axes = plt.subplots(figsize=(7.5, 5.5))
   is_grid = len(x_values) * len(y_values) == len(rows)
+  # The colour scale starts at the worst non-diverged trial, so that differences near the top
+  # stay visible; the cell labels give the numbers.
+  finite = accuracy[~diverged & np.isfinite(accuracy)]
+  vmin = float(np.floor(finite.min() * 10) / 10) if finite.size else 0.0
   if is_grid:
     table = np.full((len(y_values), len(x_values)), np.nan)
     crossed = np.zeros_like(table, bool)
     for x, y, acc, bad in zip(xs, ys, accuracy, diverged, strict=True):
       row, col = np.searchsorted(y_values, y), np.searchsorted(x_values, x)
       table[row, col], crossed[row, col] = (np.nan if bad else acc), bad
-    image = axes.imshow(table, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    image = axes.imshow(table, origin="lower", aspect="auto", cmap="viridis", vmin=vmin, vmax=1)
     for row, col in itertools.product(range(len(y_values)), range(len(x_values))):
       text = "x" if crossed[row, col] else f"{table[row, col]:.2f}"
       axes.text(col, row, text, ha="center", va="center", fontsize=7,
@@ -716,7 +759,7 @@ def plot_heatmap(
     axes.set_yticks(range(len(y_values)), [f"{y:.4g}" for y in y_values])
   else:
     ok = ~diverged
-    image = axes.scatter(xs[ok], ys[ok], c=accuracy[ok], cmap="viridis", vmin=0, vmax=1, s=40)
+    image = axes.scatter(xs[ok], ys[ok], c=accuracy[ok], cmap="viridis", vmin=vmin, vmax=1, s=40)
     axes.scatter(xs[~ok], ys[~ok], marker="x", color="red", label="diverged")
     axes.set_xscale("log")
     if (~ok).any():
@@ -818,7 +861,7 @@ def run_sweep(
     )
   spec = train.model_spec(config, dataset)
   seeds = [config.seed + index for index in range(config.num_seeds)]
-  keys = seed_keys(seeds)
+  trial_randomness = config.get("trial_randomness", "shared")
   selection_metric = "validation_accuracy"
   # A uniform prediction has loss ln(num_classes); far above it the run has blown up.
   loss_limit = config.get("divergence_factor", 10.0) * math.log(dataset.num_classes)
@@ -843,6 +886,7 @@ def run_sweep(
         eval_batch_size=config.get("eval_batch_size", 1000),
     )
     trial_fn = make_trial_fn(setup, trace_counts)
+    keys = run_keys(seeds, len(next(iter(swept.values()))), trial_randomness)
     bar.set_postfix(optimizer=name, mode="vmapped")
     metrics, vmapped = run_vmapped(trial_fn, swept, keys, data, config.chunk_size, progress=bar)
     vmapped.traces = trace_counts.get(name, 0)
@@ -883,6 +927,7 @@ def run_sweep(
       "config": _plain(config),
       "hardware": hardware_description(),
       "seeds": seeds,
+      "trial_randomness": trial_randomness,
       "selection_metric": selection_metric,
       "selection_note": (
           "validation split held out from the training set" if config.validation_fraction > 0
@@ -963,10 +1008,11 @@ def _python_loop_sample(
   The run time is extrapolated to all runs: mean seconds per timed run x number of runs.
   """
   num_trials = len(next(iter(swept.values())))
-  num_runs = num_trials * keys.shape[0]
+  num_runs = num_trials * keys.shape[-1]
   sample = np.unique(np.linspace(0, num_trials - 1, max(1, sample_runs)).round().astype(int))
   trials = [{name: float(values[trial]) for name, values in swept.items()} for trial in sample]
-  results, measured = run_python_loop(setup, trials, keys[0], data)
+  first_seed = [keys[trial, 0] if keys.ndim == 2 else keys[0] for trial in sample]
+  results, measured = run_python_loop(setup, trials, first_seed, data)
   checks = [{
       "trial": int(trial),
       "test_accuracy_python_loop": result["test_accuracy"],

@@ -304,3 +304,14 @@ def test_plots_of_a_random_search(tmp_path):
   assert (tmp_path / "heatmap.png").stat().st_size > 0
   assert (tmp_path / "sensitivity.png").stat().st_size > 0
   assert not sweep.plot_heatmap(tmp_path / "none.png", records, "learning_rate", "eps", "t")
+
+
+def test_run_keys_shared_or_drawn_per_trial():
+  shared = sweep.run_keys([3, 4], 5, "shared")
+  assert shared.shape == (2,)
+  per_trial = sweep.run_keys([3, 4], 5, "per_trial")
+  assert per_trial.shape == (5, 2)
+  raw = np.asarray(jax.random.key_data(per_trial)).reshape(10, -1)
+  assert len({tuple(row) for row in raw}) == 10  # every run its own key
+  with pytest.raises(ValueError, match="trial_randomness"):
+    sweep.run_keys([3], 5, "independent")
