@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= configs/digits.py
 
-.PHONY: run test lint bench venv clean
+.PHONY: run test lint bench sweep venv clean
 
 venv: $(PY)
 
@@ -35,6 +35,11 @@ test: lint
 
 bench: $(VENV)/.experiments-installed
 	$(PY) -m experiments.benchmark
+
+# Vmapped hyperparameter sweep (timed against sequential runs), then the comparison it tunes.
+sweep: $(VENV)/.experiments-installed
+	$(PY) -m experiments.sweep --config configs/sweep_digits.py --sequential
+	$(PY) -m experiments.compare --config configs/digits_tuned.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
