@@ -185,12 +185,12 @@ class JaxRunner:
     self.params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
     self.opt_state = optimizer.init(self.params)
     self.grads = grads
-    self.step_fn = make_update_step(optimizer)
+    self.compiled = make_update_step(optimizer).lower(self.params, self.opt_state, grads).compile()
 
   def __call__(self) -> float:
     """One step; returns its wall time in seconds (dispatch to completion)."""
     start = time.perf_counter()
-    self.params, self.opt_state = self.step_fn(self.params, self.opt_state, self.grads)
+    self.params, self.opt_state = self.compiled(self.params, self.opt_state, self.grads)
     jax.block_until_ready((self.params, self.opt_state))
     return time.perf_counter() - start
 
@@ -324,8 +324,13 @@ def run_case(
     for name in ("rmsprop_jax", "optax.rmsprop"):
       for torch_name in TORCH:
         ratio_to_torch[f"{name} / {torch_name}"] = paired_ratio(times[name], times[torch_name])
+  passes = {}
+  if tree == "one_leaf":
+    passes = {name: count_passes(runner.compiled.as_text(), num_params)
+              for name, runner in runners.items() if isinstance(runner, JaxRunner)}
   del runners
   return {
+      "hlo_passes": passes,
       "tree": tree,
       "target_size": int(size),
       "num_params": int(num_params),
@@ -415,9 +420,13 @@ def hlo_passes(optimizer: optax.GradientTransformation, size: int) -> dict[str, 
   some input or intermediate.
   """
   params = {"leaf000": jnp.zeros((size,), jnp.float32)}
-  text = make_update_step(optimizer).lower(
-      params, optimizer.init(params), params).compile().as_text()
-  entry = text[text.index("\nENTRY"):]
+  compiled = make_update_step(optimizer).lower(params, optimizer.init(params), params).compile()
+  return count_passes(compiled.as_text(), size)
+
+
+def count_passes(hlo_text: str, size: int) -> dict[str, int]:
+  """Fusions and copies with ``size``-element results in a compiled module's entry."""
+  entry = hlo_text[hlo_text.index("\nENTRY"):]
   counts = {"fusions": 0, "copies": 0}
   for line in entry.splitlines():
     match = re.search(r"= \(?[a-z0-9]+\[(\d+)\]\S* (fusion|copy)\(", line)
@@ -679,6 +688,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     tqdm.write(f"{tree} {_millions(case['num_params'])}: " + ", ".join(
         f"{name} {case['median_ms'][name]:.2f} ms" for name in ("optax.sgd", "rmsprop_jax",
                                                                  "optax.rmsprop")))
+  one_leaf = sorted((c for c in cases if c["tree"] == "one_leaf"), key=lambda c: c["num_params"])
   compile_result = (compile_times(config)
                     if config.compile_repeats > 0 and config.compile_programs else {})
   result: dict[str, Any] = {
@@ -688,8 +698,9 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
       "cases": cases,
       # State bytes per parameter barely depend on the size (step counters aside): the largest.
       "state_bytes": max(cases, key=lambda c: c["num_params"])["state_bytes_per_param"],
-      "hlo_passes": {name: hlo_passes(optimizer, config.compile_size)
-                     for name, optimizer in jax_optimizers(config).items()},
+      "hlo_passes": one_leaf[-1]["hlo_passes"] if one_leaf else {
+          name: hlo_passes(optimizer, config.compile_size)
+          for name, optimizer in jax_optimizers(config).items()},
       "compile": compile_result,
       "sweep": sweep_speedup(config.sweep_glob),
       "targets": check_targets(cases),
