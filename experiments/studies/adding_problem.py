@@ -232,7 +232,7 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[int, Mapping[
                                      squeeze=False)
   for axis, length in zip(axes[0], lengths, strict=True):
     for name, curves in results[length].items():
-      common.plot_mean_std(axis, curves["eval_steps"], curves["eval_mse"], name)
+      common.plot_mean_and_range(axis, curves["eval_steps"], curves["eval_mse"], name)
     axis.axhline(TRIVIAL_MSE, color="gray", linestyle=":", label="trivial (0.167)")
     axis.axhline(config.success_mse, color="black", linestyle="--",
                  label=f"success ({config.success_mse})")
@@ -248,7 +248,7 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[int, Mapping[
   for axis, length in zip(axes[0], lengths, strict=True):
     for name, curves in results[length].items():
       steps, means = smooth(curves["grad_norm"], config.eval_every)
-      common.plot_mean_std(axis, steps, means, name)
+      common.plot_mean_and_range(axis, steps, means, name)
     axis.set_yscale("log")
     axis.set_xlabel("step")
     axis.set_ylabel(f"gradient norm (mean over {config.eval_every} steps)")
@@ -280,11 +280,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     for name, spec in config.optimizers.items():
       results[length][name] = run_optimizer(config, spec, length, f"T={length} {name}")
 
-  optimizers: dict[str, Any] = {}
+  optimizers: dict[str, Any] = {
+      name: {"spec": spec.to_dict(), "by_length": {}} for name, spec in config.optimizers.items()
+  }
   rows = []
-  for name, spec in config.optimizers.items():
-    optimizers[name] = {"spec": spec.to_dict(), "by_length": {}}
-    for length in config.sequence_lengths:
+  for length in config.sequence_lengths:
+    for name in config.optimizers.keys():
       numbers = summarize_run(config, results[length][name])
       optimizers[name]["by_length"][str(length)] = numbers
       rows.append([
@@ -303,6 +304,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "config": config,
       "hardware": common.hardware_description(),
       "wall_time_s": wall_time,
+      "cpu_time_s": stopwatch.cpu_seconds(),
       "seeds": [config.seed + offset for offset in range(config.num_seeds)],
       "optimizers": optimizers,
       "plots": plots,
@@ -320,10 +322,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   spec_rows = [[name, common.describe_optimizer(spec)] for name, spec in config.optimizers.items()]
   markdown = "\n\n".join([
       f"# Adding problem: {config.cell.upper()} with {config.hidden_size} units",
-      f"{config.num_seeds} seeds (mean ± std), {config.num_steps} steps of batch "
+      f"{config.num_seeds} seeds (tables: mean ± std; plots: mean, min-max range shaded)"
+      f", {config.num_steps} steps of batch "
       f"{config.batch_size}, evaluation on {config.eval_size} fixed sequences every "
       f"{config.eval_every} steps; trivial MSE {TRIVIAL_MSE:.3f}. Steps to success average the "
-      f"seeds that reached it. Wall time {wall_time:.0f} s on "
+      f"seeds that reached it. Wall time {wall_time:.0f} s (CPU time "
+      f"{summary['cpu_time_s']:.0f} s) on "
       f"{summary['hardware']['cpu_count']} CPU cores ({jax.default_backend()}).",
       common.markdown_table(header, rows),
       common.markdown_table(["name", "optimizer"], spec_rows),

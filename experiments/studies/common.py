@@ -128,6 +128,8 @@ def format_mean_std(stats: Mapping[str, float], digits: int = 3) -> str:
   """``"mean ± std"`` with ``digits`` significant digits; ``n/a`` for a NaN mean."""
   if stats["mean"] is None or math.isnan(stats["mean"]):
     return "n/a"
+  if abs(stats["mean"]) >= 100:  # step counts: whole numbers read better than 1.1e+03
+    return f"{stats['mean']:.0f} ± {stats['std']:.0f}"
   return f"{stats['mean']:.{digits}g} ± {stats['std']:.{digits - 1}g}"
 
 
@@ -187,7 +189,7 @@ def write_outputs(workdir: str, summary: Mapping[str, Any], markdown: str) -> No
     handle.write(markdown.rstrip() + "\n")
 
 
-def plot_mean_std(
+def plot_mean_and_range(
     axis: plt.Axes,
     steps: np.ndarray,
     curves: np.ndarray,
@@ -196,11 +198,16 @@ def plot_mean_std(
     color: Any = None,
     linestyle: str = "-",
 ) -> None:
-  """Plots the mean over seeds (axis 0 of ``curves``) with a ±1 std band."""
+  """Plots the mean over seeds (axis 0 of ``curves``) and shades the seeds' min-max range.
+
+  The range rather than ±1 std is shaded because most plots have a log axis, on which
+  ``mean - std`` is often negative.
+  """
   curves = np.asarray(curves, dtype=np.float64)
-  mean, std = curves.mean(axis=0), curves.std(axis=0)
-  (line,) = axis.plot(steps, mean, label=label, color=color, linestyle=linestyle, linewidth=1.2)
-  axis.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+  (line,) = axis.plot(steps, curves.mean(axis=0), label=label, color=color, linestyle=linestyle,
+                      linewidth=1.2)
+  axis.fill_between(steps, curves.min(axis=0), curves.max(axis=0), color=line.get_color(),
+                    alpha=0.15, linewidth=0)
 
 
 def save_figure(figure: plt.Figure, workdir: str, filename: str) -> str:
@@ -213,13 +220,21 @@ def save_figure(figure: plt.Figure, workdir: str, filename: str) -> str:
 
 
 class Stopwatch:
-  """Wall-clock time since construction, for the summaries."""
+  """Wall-clock and CPU time since construction, for the summaries.
+
+  Both are reported because the machine the numbers come from is shared: wall time then
+  overstates the cost of a run, while the process's CPU time does not.
+  """
 
   def __init__(self) -> None:
     self.start = time.perf_counter()
+    self.cpu_start = time.process_time()
 
   def seconds(self) -> float:
     return time.perf_counter() - self.start
+
+  def cpu_seconds(self) -> float:
+    return time.process_time() - self.cpu_start
 
 
 def run_main(

@@ -268,7 +268,7 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[str, Mapping[
   figure, axis = common.plt.subplots(figsize=(11, 4))
   for name, curves in results.items():
     smoothed = moving_average(curves["normalized_error"], window)
-    common.plot_mean_std(axis, np.arange(smoothed.shape[1]), smoothed, name)
+    common.plot_mean_and_range(axis, np.arange(smoothed.shape[1]), smoothed, name)
   for jump in range(1, config.num_segments):
     axis.axvline(jump * config.segment_length, color="gray", linewidth=0.5)
   axis.set_yscale("log")
@@ -282,7 +282,7 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[str, Mapping[
     seeds = curves["normalized_error"].shape[0]
     segments = curves["normalized_error"].reshape(seeds, config.num_segments, -1)[:, 1:]
     profile = moving_average(segments.mean(axis=1), max(1, window // 4))
-    common.plot_mean_std(axis, np.arange(profile.shape[1]), profile, name)
+    common.plot_mean_and_range(axis, np.arange(profile.shape[1]), profile, name)
   axis.axhline(config.recovery_threshold, color="black", linestyle="--",
                label=f"recovery threshold {config.recovery_threshold}")
   axis.set_yscale("log")
@@ -345,6 +345,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "config": config,
       "hardware": common.hardware_description(),
       "wall_time_s": wall_time,
+      "cpu_time_s": stopwatch.cpu_seconds(),
       "seeds": [config.seed + offset for offset in range(config.num_seeds)],
       "optimizers": {name: {"spec": config.optimizers[name].to_dict(), **numbers}
                      for name, numbers in summaries.items()},
@@ -364,12 +365,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   spec_rows = [[name, common.describe_optimizer(spec)] for name, spec in config.optimizers.items()]
   markdown = "\n\n".join([
       "# Non-stationary regression: tracking a drifting, jumping teacher",
-      f"{config.num_seeds} seeds (mean ± std); {config.num_segments} segments of "
+      f"{config.num_seeds} seeds (tables: mean ± std; plots: mean, min-max range shaded)"
+      f"; {config.num_segments} segments of "
       f"{config.segment_length} steps, batch {config.batch_size}, drift {config.drift} per "
       f"step, output scale log-uniform in [1/{config.output_scale_range}, "
       f"{config.output_scale_range}]. Per-jump numbers leave out the first segment. Recovery "
       f"times that never happen count as {config.segment_length}. Wall time {wall_time:.0f} s "
-      f"on {summary['hardware']['cpu_count']} CPU cores ({jax.default_backend()}).",
+      f"(CPU time {summary['cpu_time_s']:.0f} s) on {summary['hardware']['cpu_count']} CPU "
+      f"cores ({jax.default_backend()}).",
       common.markdown_table(header, rows),
       common.markdown_table(["name", "optimizer"], spec_rows),
       "\n".join(f"![{plot}]({plot})" for plot in plots),

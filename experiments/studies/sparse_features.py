@@ -277,10 +277,10 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[str, Mapping[
   figure, axes = common.plt.subplots(1, 3, figsize=(16, 4))
   for name, result in results.items():
     style = "--" if name.startswith("rmsprop_") else "-"
-    common.plot_mean_std(axes[0], result["steps"], result["test_loss"], name, linestyle=style)
-    common.plot_mean_std(axes[1], result["steps"], result["test_accuracy"], name,
+    common.plot_mean_and_range(axes[0], result["steps"], result["test_loss"], name, linestyle=style)
+    common.plot_mean_and_range(axes[1], result["steps"], result["test_accuracy"], name,
                          linestyle=style)
-    common.plot_mean_std(axes[2], result["steps"], result["tail_accuracy"], name,
+    common.plot_mean_and_range(axes[2], result["steps"], result["tail_accuracy"], name,
                          linestyle=style)
   for axis, label in zip(axes, ("test loss (Zipf bags)", "test accuracy (Zipf bags)",
                                 "accuracy on tail-only bags"), strict=True):
@@ -295,7 +295,7 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[str, Mapping[
   for index, (axis, bucket) in enumerate(zip(axes, BUCKET_NAMES, strict=True)):
     for name, result in results.items():
       style = "--" if name.startswith("rmsprop_") else "-"
-      common.plot_mean_std(axis, result["steps"], result["sign_agreement"][:, :, index], name,
+      common.plot_mean_and_range(axis, result["steps"], result["sign_agreement"][:, :, index], name,
                            linestyle=style)
     axis.set_title(f"{bucket} rows (≈{visits[bucket]:.3g} examples per row in the run)")
     axis.set_xlabel("step")
@@ -346,6 +346,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "config": config,
       "hardware": common.hardware_description(),
       "wall_time_s": wall_time,
+      "cpu_time_s": stopwatch.cpu_seconds(),
       "seeds": [config.seed + offset for offset in range(config.num_seeds)],
       "expected_examples_per_row": visits,
       "optimizers": {
@@ -378,12 +379,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   spec_rows = [[name, common.describe_optimizer(spec)] for name, spec in config.optimizers.items()]
   markdown = "\n\n".join([
       "# Sparse gradients: an embedding table over Zipf-distributed features",
-      f"{config.num_seeds} seeds (mean ± std); {config.num_features} features, Zipf exponent "
+      f"{config.num_seeds} seeds (tables: mean ± std; plots: mean, min-max range shaded)"
+      f"; {config.num_features} features, Zipf exponent "
       f"{config.zipf_exponent}, bags of {config.bag_size}, batch {config.batch_size}, "
       f"{config.num_steps} steps, embedding dimension {config.embedding_dim}. Buckets by id: "
       + ", ".join(f"{name} [{low}, {high}) ≈{visits[name]:.3g} examples per row"
                   for name, (low, high) in zip(BUCKET_NAMES, bounds, strict=True))
-      + f". Wall time {wall_time:.0f} s on {summary['hardware']['cpu_count']} CPU cores "
+      + f". Wall time {wall_time:.0f} s (CPU time "
+      f"{summary['cpu_time_s']:.0f} s) on {summary['hardware']['cpu_count']} CPU cores "
       f"({jax.default_backend()}).",
       common.markdown_table(header, rows),
       "## How well each frequency bucket was learned",
