@@ -114,6 +114,40 @@ def eight_device_report(workdir: str) -> dict[str, Any]:
     ).lower(abstract_params, abstract_opt, abstract_params).compile()
     return count_collectives(compiled.as_text())
 
+  # Gradients: one SGD step with learning rate 1 moves every parameter by minus its gradient.
+  sgd = train.make_optimizer("sgd", {"learning_rate": 1.0})
+  spec = train.model_spec(config, dataset)
+  graphdef = train.model_graphdef(spec)
+
+  def init_sgd() -> train.TrainState:
+    return train.init_train_state(spec, sgd, jax.random.key(0))
+
+  gradients = {}
+  for name, layout in (
+      ("mesh", mesh), ("single", sharding.make_mesh(None, jax.devices()[:1]))
+  ):
+    shardings = sharding.train_state_shardings(sgd, jax.eval_shape(init_sgd), layout,
+                                               MIN_SHARD_SIZE)
+    state = jax.jit(init_sgd, out_shardings=shardings)()
+    before = jax.device_get(state.params)
+    everywhere = sharding.replicated(layout)
+    new_state, _ = train_distributed.make_step_fn(graphdef, sgd, shardings, layout)(
+        state,
+        sharding.host_to_global(
+            (dataset.train_images[:64], dataset.train_labels[:64]),
+            sharding.batch_sharding(layout),
+        ),
+        jax.device_put(jax.random.split(jax.random.key(1), 2), everywhere),
+        jax.device_put(np.int32(0), everywhere),
+    )
+    gradients[name] = jax.tree.map(np.subtract, before, jax.device_get(new_state.params))
+  gradient_difference = max(
+      float(np.max(np.abs(a - b)))
+      for a, b in zip(jax.tree.leaves(gradients["mesh"]), jax.tree.leaves(gradients["single"]),
+                      strict=True)
+  )
+  largest_gradient = max(float(np.max(np.abs(g))) for g in jax.tree.leaves(gradients["single"]))
+
   replicated_state = jax.tree.map(lambda _: sharding.replicated(mesh), opt_shardings)
   sharded_params = jax.device_get(sharded.state.params)
   single_params = jax.device_get(single.state.params)
@@ -135,6 +169,8 @@ def eight_device_report(workdir: str) -> dict[str, Any]:
       "step_collectives": sharded.step_collectives,
       "single_step_collectives": single.step_collectives,
       "max_abs_difference": {str(key): value for key, value in differences.items()},
+      "gradient_difference": gradient_difference,
+      "largest_gradient": largest_gradient,
       "sharded_history": sharded.history,
       "single_history": single.history,
       "steps": [sharded.final_step, single.final_step],
@@ -189,6 +225,12 @@ def test_optimizer_update_has_no_collectives(eight_devices: dict[str, Any]) -> N
 def test_training_step_reduces_gradients_across_devices(eight_devices: dict[str, Any]) -> None:
   assert eight_devices["step_collectives"]["all-reduce"] > 0
   assert sum(eight_devices["single_step_collectives"].values()) == 0
+
+
+def test_sharded_gradients_match_single_device(eight_devices: dict[str, Any]) -> None:
+  # The sharded step computes the same gradient up to float32 rounding of the reductions.
+  assert eight_devices["largest_gradient"] > 1e-2
+  assert eight_devices["gradient_difference"] < 1e-6 * max(1.0, eight_devices["largest_gradient"])
 
 
 def test_sharded_run_matches_single_device_run(eight_devices: dict[str, Any]) -> None:
