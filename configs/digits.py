@@ -31,8 +31,10 @@ def get_config() -> ml_collections.ConfigDict:
   # slower, and vmapping convolutions over seeds turns them into slower grouped convolutions.
   config.epoch_loop = "python"
   config.vmap_seeds = False
-  # Convergence speed: training steps until the test accuracy first reaches this value.
-  config.target_accuracy = 0.95
+  # Convergence speed: training steps until the test accuracy first reaches this value
+  # (checked at every epoch's end). Every optimizer ends near 0.99 here; 0.98 is high enough to
+  # separate them and low enough that most seeds reach it within 20 epochs.
+  config.target_accuracy = 0.98
   config.save_checkpoint = True
 
   # The optimizer train.py trains when run alone; compare.py runs every one in `optimizers`.

@@ -64,20 +64,24 @@ def plot_per_class(
   """Per-class precision and recall (mean over seeds, error bar = std), one panel per optimizer."""
   names = list(summaries)
   figure, axes = plt.subplots(len(names), 1, figsize=(max(8, len(class_names)), 2.6 * len(names)),
-                              sharex=True, squeeze=False)
+                              sharex=True, sharey=True, squeeze=False)
   positions = np.arange(len(class_names))
   width = 0.38
+  # One y range for every panel, so that the optimizers can be compared by eye.
+  low = min(
+      min(min(summary["per_class_precision"]), min(summary["per_class_recall"]))
+      for summary in summaries.values()
+  )
   for axis, name in zip(axes[:, 0], names, strict=True):
     summary = summaries[name]
     axis.bar(positions - width / 2, summary["per_class_precision"], width,
              yerr=summary.get("per_class_precision_std"), label="precision", color="tab:blue")
     axis.bar(positions + width / 2, summary["per_class_recall"], width,
              yerr=summary.get("per_class_recall_std"), label="recall", color="tab:orange")
-    low = min(min(summary["per_class_precision"]), min(summary["per_class_recall"]))
     axis.set_ylim(max(0.0, low - 0.05), 1.0)
     axis.set_ylabel(OPTIMIZER_LABELS.get(name, name), fontsize=9)
     axis.grid(True, axis="y", alpha=0.3)
-  axes[0, 0].legend(loc="lower right", ncols=2)
+  axes[0, 0].legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=2, frameon=False)
   axes[-1, 0].set_xticks(positions, class_names, rotation=30 if len(max(class_names, key=len)) > 3
                          else 0)
   figure.suptitle(f"{title}: per-class test precision and recall")
