@@ -48,6 +48,7 @@ def tiny_config() -> ml_collections.ConfigDict:
   config.divergence_factor = 10.0
   config.chunk_size = 3
   config.python_loop_runs = 1
+  config.timing_repeats = 2
   config.optimizers = ml_collections.ConfigDict({
       # Three trials in one chunk, the last one blowing up next to two healthy ones.
       "sgd": {"grid": {"learning_rate": [0.05, 0.5, DIVERGING_LEARNING_RATE]}},
@@ -158,10 +159,11 @@ def test_one_compilation_serves_every_chunk():
   results = []
   for rates, decays in [([1e-3, 1e-2], [0.9, 0.9]), ([3e-3, 3e-2], [0.5, 0.99]),
                         ([1e-4, 1e-1], [0.999, 0.8])]:
-    hparams = {"learning_rate": np.float32(rates), "decay": np.float32(decays)}
+    hparams = {"learning_rate": jnp.asarray(rates, jnp.float32),
+               "decay": jnp.asarray(decays, jnp.float32)}
     results.append(program(hparams, keys, data)["train_loss"])
   assert traces == {"rmsprop": 1}
-  assert program._cache_size() == 1
+  assert program._cache_size() == 1  # type: ignore[attr-defined]  # jit's compiled entries
   assert len({float(loss[0, 0]) for loss in results}) == 3  # the values did reach the program
 
 
@@ -238,6 +240,8 @@ def test_divergent_trial_is_flagged_and_poisons_nothing(tiny_sweep):
     assert by_rate[rate]["train_loss"] < math.log(10)  # they learned something
   assert summary["best"]["sgd"]["hparams"]["learning_rate"] != DIVERGING_LEARNING_RATE
   # The healthy neighbours of the blown-up trial equal their runs trained alone.
+  for trial in by_rate.values():  # the same runs trained one at a time, recorded beside
+    assert ("sequential_train_loss" in trial) and ("sequential_test_accuracy" in trial)
   agreement = summary["vmapped_vs_sequential_max_abs_diff"]["sgd"]
   assert agreement["diverged_in_one_mode_only"] == 0
   assert agreement["train_loss"] < 1e-5 and agreement["test_accuracy"] == 0.0
@@ -265,6 +269,9 @@ def test_timings_and_compilations_are_recorded(tiny_sweep):
     assert modes["vmapped"]["traces"] == 1 and modes["sequential"]["traces"] == 1
     assert modes["vmapped"]["runs"] == modes["sequential"]["runs"] == modes["python_loop"]["runs"]
     assert modes["python_loop"]["runs_timed"] == 1
+    for mode in ("vmapped", "sequential"):
+      assert len(modes[mode]["run_s_repeats"]) == 2
+      assert modes[mode]["run_s"] == min(modes[mode]["run_s_repeats"])
     for mode in modes.values():
       assert mode["compile_s"] > 0 and mode["run_s"] > 0
   assert set(timing["speedup"]["all"]) == {"vs sequential", "vs python_loop"}
