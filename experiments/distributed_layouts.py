@@ -184,16 +184,20 @@ def write_report(workdir: Path, layouts: list[dict[str, Any]], *, optimizer: str
   curves.set_xlabel("step")
   curves.set_ylabel("test loss")
   curves.set_yscale("log")
-  curves.set_title("Test loss per epoch (the curves coincide)")
+  curves.set_title("Test loss after each epoch")
   curves.legend(fontsize=7)
   names = [layout["name"] for layout in layouts[1:]]
   values = [max(layout["max_param_difference"], 1e-12) for layout in layouts[1:]]
   differences.barh(range(len(names)), values, color="tab:blue")
+  for row, layout in enumerate(layouts[1:]):
+    label = "bitwise equal" if layout["bitwise_equal"] else f"{layout['max_param_difference']:.1e}"
+    differences.text(2e-12, row, label, va="center", fontsize=8,
+                     color="black" if layout["bitwise_equal"] else "white")
   differences.set_yticks(range(len(names)), [name.replace(", ", ",\n", 1) for name in names],
                          fontsize=7)
   differences.set_xscale("log")
-  differences.set_xlim(1e-12, 1e-2)
-  differences.set_xlabel("max |parameter - one-device parameter| after training (0 shown as 1e-12)")
+  differences.set_xlim(1e-12, 1.0)
+  differences.set_xlabel("max |parameter - one-device parameter| after training")
   differences.set_title("Final parameters against the one-device run")
   figure.tight_layout()
   figure.savefig(workdir / "layouts.png", dpi=120)
