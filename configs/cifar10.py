@@ -15,6 +15,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset = "cifar10"
   # Folder with (or for) the tarball; "" means $RMSPROP_JAX_DATA_DIR or ~/.cache/rmsprop_jax.
   config.data_dir = ""
+  # Compare every file with its published MD5 (False only for files you made yourself).
+  config.verify_checksums = True
 
   # Three VGG stages (64, 128, 256 channels) with batch norm and growing dropout, global
   # average pooling (Simonyan & Zisserman, 2015; Ioffe & Szegedy, 2015).

@@ -475,8 +475,13 @@ def model_spec(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> 
 
 
 def load_config_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
-  """The config's data set (``config.dataset``, ``config.data_dir``)."""
-  return data_lib.load_dataset(config.dataset, data_dir=config.get("data_dir", "") or None)
+  """The config's data set (``config.dataset``, ``config.data_dir`` and, optionally,
+  ``config.verify_checksums``, default true)."""
+  return data_lib.load_dataset(
+      config.dataset,
+      data_dir=config.get("data_dir", "") or None,
+      verify_checksums=bool(config.get("verify_checksums", True)),
+  )
 
 
 def train_indexed_step(
