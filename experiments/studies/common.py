@@ -105,7 +105,7 @@ def stack_trees(trees: Sequence[Any]) -> Any:
 
 def global_norm(tree: Any) -> jax.Array:
   """The Euclidean norm of all leaves of ``tree`` taken together."""
-  return optax.global_norm(tree)
+  return optax.tree.norm(tree)
 
 
 def chunk_sizes(num_steps: int, chunk: int) -> list[int]:

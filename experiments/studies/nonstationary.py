@@ -294,7 +294,7 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[str, Mapping[
   rmsprop_names = [name for name in summaries
                    if config.optimizers[name].kind == "rmsprop"]
   plots = [timeline, recovery]
-  if rmsprop_names:
+  if len(rmsprop_names) > 1:  # the trade-off needs at least two horizons to compare
     decays = [config.optimizers[name].decay for name in rmsprop_names]
     horizons = [1.0 / (1.0 - decay) for decay in decays]
     figure, (left, right) = common.plt.subplots(1, 2, figsize=(10, 3.8))
