@@ -256,6 +256,7 @@ def summarize_run(config: ml_collections.ConfigDict, result: Mapping[str, Any]
 
 def _steps_to(steps: np.ndarray, accuracy: np.ndarray, level: float) -> dict[str, Any]:
   """Mean ± std over the seeds that reach ``level``, and how many did."""
+  # "Accuracy reaches `level`" is "minus accuracy falls below minus `level`".
   reached = [common.first_step_below(steps, -curve, -level) for curve in accuracy]
   reached = [value for value in reached if not np.isnan(value)]
   stats = common.mean_std(reached) if reached else {"mean": float("nan"), "std": float("nan")}
