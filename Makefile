@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= configs/digits.py
 
-.PHONY: run test lint bench sweep venv clean
+.PHONY: run test lint bench sweep distributed venv clean
 
 venv: $(PY)
 
@@ -40,6 +40,10 @@ bench: $(VENV)/.experiments-installed
 sweep: $(VENV)/.experiments-installed
 	$(PY) -m experiments.sweep --config configs/sweep_digits.py --sequential
 	$(PY) -m experiments.compare --config configs/digits_tuned.py
+
+# The same training on several (simulated) device layouts, two processes, and a stop and resume.
+distributed: $(VENV)/.experiments-installed
+	$(PY) -m experiments.distributed_layouts --workdir runs/distributed_layouts
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
