@@ -141,7 +141,12 @@ def layout_specs(workdir: Path, total_steps: int) -> list[dict[str, Any]]:
 def run_layouts(workdir: Path, *, epochs: int, optimizer: str) -> list[dict[str, Any]]:
   """Trains every layout (see the module docstring) and compares each with one device."""
   common = [f"--config.num_epochs={epochs}", f"--config.optimizer={optimizer}"]
-  total_steps = epochs * (1437 // 64)  # Digits: 1,437 training images, batch 64.
+  from configs import digits_distributed
+  from experiments import train
+
+  config = digits_distributed.get_config()
+  examples = train.load_config_dataset(config).train_images.shape[0]
+  total_steps = epochs * (examples // config.batch_size)
   layouts = layout_specs(workdir, total_steps)
   for layout in layouts:
     launch = {key: layout[key] for key in ("devices", "data", "model", "processes")}
