@@ -879,6 +879,12 @@ def run_sweep(
     )
   if not config.optimizers:
     raise ValueError("config.optimizers must name at least one optimizer to sweep.")
+  cache_dir = config.get("compilation_cache_dir", "")
+  if cache_dir:
+    # JAX's persistent cache: the programs depend only on shapes, so a later sweep with other
+    # values (same model, chunk size and seeds) loads them from disk instead of compiling.
+    jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache_dir))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   dataset = dataset if dataset is not None else train.load_config_dataset(config)
   data = split_validation(dataset, config.validation_fraction, config.seed)
   if config.batch_size > data.train_images.shape[0]:
