@@ -5,8 +5,8 @@ with the parameters and the optimizer state donated, so that XLA may update them
 training loop would; the gradients are fixed random normals. For PyTorch the step is
 ``torch.optim.RMSprop.step()`` on tensors whose ``.grad`` holds the same gradients, with the
 for-loop and the ``foreach`` (multi-tensor) kernels. Every implementation of a case runs once
-per *round*, in an order that rotates from round to round, so that the machine's load (other
-processes share the CPU) falls on all of them alike; times are medians over rounds and every
+per *round*, in a fresh random order each round, so that the machine's load (other processes
+share the CPU) falls on all of them alike; times are medians over rounds and every
 ratio is the median of the per-round ratios (paired). A case ends after ``max_rounds`` rounds,
 or once ``min_rounds`` are done and ``time_budget_s`` has passed.
 
@@ -34,7 +34,6 @@ Outputs in the work directory: ``benchmark.json`` (everything, with the hardware
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
@@ -43,6 +42,10 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+# PyTorch's OpenMP threads otherwise spin for a while after each parallel loop, stealing the
+# cores from whichever JAX step runs next in the round; it must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import jax
 import jax.numpy as jnp
@@ -256,8 +259,13 @@ def paired_rounds(
     min_rounds: int,
     max_rounds: int,
     time_budget_s: float,
+    seed: int = 0,
 ) -> dict[str, list[float]]:
-  """Step times (seconds) of every runner, one per round, in a rotating order."""
+  """Step times (seconds) of every runner, one per round, in a fresh random order each round.
+
+  A fixed or rotating order would give every runner the same predecessor in most rounds, and
+  a predecessor can slow its successor (threads still spinning, caches evicted).
+  """
   if min_rounds < 1 or max_rounds < min_rounds:
     raise ValueError(
         f"need 1 <= min_rounds <= max_rounds, got min_rounds={min_rounds}, "
@@ -268,11 +276,11 @@ def paired_rounds(
     for _ in range(warmup_steps):
       runners[name]()
   times: dict[str, list[float]] = {name: [] for name in names}
+  order_rng = np.random.default_rng(seed)
   start = time.perf_counter()
   for round_index in range(max_rounds):
-    shift = round_index % len(names)
-    for name in names[shift:] + names[:shift]:
-      times[name].append(runners[name]())
+    for index in order_rng.permutation(len(names)):
+      times[names[index]].append(runners[names[index]]())
     if round_index + 1 >= min_rounds and time.perf_counter() - start >= time_budget_s:
       break
   return times
@@ -305,9 +313,12 @@ def run_case(
       min_rounds=config.min_rounds,
       max_rounds=config.max_rounds,
       time_budget_s=config.time_budget_s,
+      seed=config.seed,
   )
   state_bytes = {name: runner.state_bytes() / num_params for name, runner in runners.items()}
   median_ms = {name: 1e3 * float(np.median(values)) for name, values in times.items()}
+  # The fastest round approximates the step on an otherwise idle machine; kept for reference.
+  min_ms = {name: 1e3 * float(np.min(values)) for name, values in times.items()}
   bytes_per_param = {name: bytes_that_must_move(4.0, state) for name, state in state_bytes.items()}
   bandwidth = {name: bytes_per_param[name] * num_params / (median_ms[name] * 1e-3) / 1e9
                for name in times}
@@ -337,6 +348,7 @@ def run_case(
       "num_leaves": len(shapes),
       "rounds": len(times["optax.sgd"]),
       "median_ms": median_ms,
+      "min_ms": min_ms,
       "ratio_to_reference": ratio_to_reference,
       "ratio_to_torch": ratio_to_torch,
       "bytes_per_param": bytes_per_param,
@@ -435,41 +447,28 @@ def count_passes(hlo_text: str, size: int) -> dict[str, int]:
   return counts
 
 
-def _find_numbers(tree: Any, prefix: str = "") -> dict[str, float]:
-  """Flattens a JSON object to ``{"a.b.c": number}``."""
-  found: dict[str, float] = {}
-  if isinstance(tree, Mapping):
-    for key, value in tree.items():
-      found.update(_find_numbers(value, f"{prefix}{key}."))
-  elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
-    found[prefix.rstrip(".")] = float(tree)
-  return found
+def sweep_speedup(path: str) -> dict[str, Any]:
+  """RMSprop's vmapped-versus-sequential sweep timings from experiments/sweep.py's output.
 
-
-def sweep_speedup(pattern: str) -> dict[str, Any]:
-  """The vmapped-versus-sequential sweep timings of experiments/sweep.py, if a run exists.
-
-  Looks for ``sweep.json`` files matching ``pattern`` and, in the newest, for numeric entries
-  whose names mention ``vmap`` and ``sequential`` wall times.
+  Reads ``timing.per_optimizer.rmsprop`` (``vmapped``, ``sequential`` and, when present,
+  ``python_loop`` modes, each with ``compile_s``, ``run_s`` and ``runs``) and
+  ``timing.speedup.rmsprop`` of the ``sweep.json`` at ``path``.
   """
-  paths = sorted(glob.glob(pattern), key=os.path.getmtime)
-  if not paths:
-    return {"available": False, "reason": f"no file matches {pattern}"}
-  with open(paths[-1]) as handle:
-    numbers = _find_numbers(json.load(handle))
-  timed = {k: v for k, v in numbers.items() if any(w in k.lower() for w in ("time", "wall", "_s"))}
-  vmapped = {k: v for k, v in timed.items() if "vmap" in k.lower()}
-  sequential = {k: v for k, v in timed.items() if "sequential" in k.lower()}
-  if not vmapped or not sequential:
-    return {"available": False, "reason": f"{paths[-1]} has no vmapped and sequential times",
-            "path": paths[-1]}
-  vmapped_key, sequential_key = min(vmapped), min(sequential)
+  if not os.path.exists(path):
+    return {"available": False, "reason": f"{path} does not exist (run `make sweep`)"}
+  with open(path) as handle:
+    timing = json.load(handle).get("timing", {})
+  modes = timing.get("per_optimizer", {}).get("rmsprop", {})
+  if "vmapped" not in modes or "sequential" not in modes:
+    return {"available": False, "path": path,
+            "reason": f"{path} has no vmapped and sequential timings for rmsprop"}
+  keep = ("runs", "compile_s", "run_s")
   return {
       "available": True,
-      "path": paths[-1],
-      "vmapped": {vmapped_key: vmapped[vmapped_key]},
-      "sequential": {sequential_key: sequential[sequential_key]},
-      "speedup": sequential[sequential_key] / vmapped[vmapped_key],
+      "path": path,
+      "modes": {mode: {key: values[key] for key in keep if key in values}
+                for mode, values in modes.items()},
+      "speedup": timing.get("speedup", {}).get("rmsprop", {}),
   }
 
 
@@ -646,10 +645,18 @@ def markdown_report(result: Mapping[str, Any]) -> str:
           f"{compile_result['lower_s'][p][name]:.2f} / {compile_result['compile_s'][p][name]:.2f}"
           for p in programs) + " |")
   sweep = result["sweep"]
-  lines += ["", "Vmapped sweep (experiments/sweep.py): "
-            + (f"{sweep['speedup']:.1f}x faster than sequential ({sweep['vmapped']} vs "
-               f"{sweep['sequential']}, from {sweep['path']})." if sweep["available"]
-               else f"not available ({sweep['reason']})."), "", "Targets:", ""]
+  if sweep["available"]:
+    lines += ["", f"RMSprop learning-rate sweep, from `{sweep['path']}` (experiments/sweep.py, "
+              "its own run; seconds):", "", "| mode | runs | compile | run |",
+              "|---|---:|---:|---:|"]
+    for mode, values in sweep["modes"].items():
+      lines.append(f"| {mode} | {values.get('runs', '')} | {values.get('compile_s', 0):.2f} | "
+                   f"{values.get('run_s', 0):.2f} |")
+    lines += ["", "Speedup of the vmapped sweep: " + ", ".join(
+        f"{value:.1f}x {name}" for name, value in sweep["speedup"].items()) + "."]
+  else:
+    lines += ["", f"Vmapped sweep: not available ({sweep['reason']})."]
+  lines += ["", "Targets:", ""]
   for target, outcome in result["targets"].items():
     where = f" ({outcome['where']})" if "where" in outcome else ""
     lines.append(f"- {target}: worst {outcome['worst']:.2f}{where} — "
@@ -702,7 +709,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
           name: hlo_passes(optimizer, config.compile_size)
           for name, optimizer in jax_optimizers(config).items()},
       "compile": compile_result,
-      "sweep": sweep_speedup(config.sweep_glob),
+      "sweep": sweep_speedup(config.sweep_path),
       "targets": check_targets(cases),
   }
   result["plots"] = plot_results(cases, workdir)
