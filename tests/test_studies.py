@@ -294,3 +294,20 @@ def test_sparse_features_short_run_per_optimizer(tmp_path) -> None:
   np.testing.assert_allclose(
       [written["optimizers"]["sgd"]["rare_row_movement"][str(gap)]
        for gap in config.movement_gaps], 1.0, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- pilot
+
+
+def test_pilot_scores_a_grid_and_picks_the_best_finite_value() -> None:
+  from experiments.studies import pilot
+
+  scores = pilot.run_pilot("sparse_features", quick=True, grids={"sgd": (1.0, 3.0)})
+  assert set(scores["sgd"]) == {1.0, 3.0}
+  assert all(0.0 <= value <= 1.0 for value in scores["sgd"].values())
+  assert pilot.best_learning_rate({0.1: 0.3, 0.3: float("nan"), 1.0: 0.2}, maximize=False) == 1.0
+  assert pilot.best_learning_rate({0.1: 0.3, 0.3: float("nan"), 1.0: 0.2}, maximize=True) == 0.1
+  with pytest.raises(ValueError, match="diverged"):
+    pilot.best_learning_rate({0.1: float("nan")}, maximize=True)
+  with pytest.raises(ValueError, match="study"):
+    pilot.pilot_config("mnist", quick=True)
