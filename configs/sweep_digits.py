@@ -1,7 +1,7 @@
 """Grid sweep on digits: RMSprop's learning rate x decay, and the learning rates of the baselines.
 
 The digits MLP (one hidden layer of 64 units, dropout 0.1) trained for 20 epochs of batch 64
-(18 steps per epoch on the 1,149 training images left after holding out 288 for validation).
+(17 steps per epoch on the 1,149 training images left after holding out 288 for validation).
 RMSprop sweeps 8 learning rates x 8 decays = 64 trials (x 2 seeds), the target size of the
 speed measurement; SGD, SGD with momentum and Adam sweep 10 learning rates each over the same
 half-decade grid, so every optimizer gets the same tuning effort on the learning rate. The best
