@@ -19,8 +19,9 @@ The seeds, not the trials, carry the randomness: the trials of a seed share its 
 data order and dropout masks, which makes the comparison between trials paired, and keeps the
 batch gather and the first layer's input unbatched across trials (``x @ W`` with one ``x`` and a
 stack of ``W`` is one large matrix product; a per-trial data order would turn it into a batched
-gather followed by a batched product). Seed ``s`` splits ``jax.random.key(s)`` into an
-initialisation and a data key exactly as :func:`experiments.train.train_and_evaluate` does.
+gather followed by a batched product; ``config.trial_randomness = "per_trial"`` does that, to
+measure the difference). Seed ``s`` splits ``jax.random.key(s)`` into an initialisation and a
+data key exactly as :func:`experiments.train.train_and_evaluate` does.
 
 Trials are selected on a validation split held out from the training set (stratified,
 ``config.validation_fraction``), never on the test set; the test accuracy is recorded for every
@@ -35,6 +36,8 @@ another with the same :func:`make_trial_fn`, jit-compiled once per optimizer (on
 over the whole training per run), and a sample of runs with the usual Python loop that calls a
 jitted :func:`experiments.train.train_step` per batch (extrapolated to all runs). Compile and run
 times are reported apart; CPU time is reported beside wall time because the machine may be shared.
+Compilation depends only on shapes, so ``config.compilation_cache_dir`` (JAX's persistent cache)
+lets a later sweep over other values skip it.
 
 Outputs in ``runs/<config.name>/``: ``sweep.json`` (every trial, the best trial per optimizer
 under ``best`` in the form :func:`experiments.train.load_tuned_hparams` reads, timings),

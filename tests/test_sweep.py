@@ -322,3 +322,25 @@ def test_run_keys_shared_or_drawn_per_trial():
   assert len({tuple(row) for row in raw}) == 10  # every run its own key
   with pytest.raises(ValueError, match="trial_randomness"):
     sweep.run_keys([3], 5, "independent")
+
+
+def test_random_search_sweep_end_to_end(tmp_path):
+  """RMSprop random search with momentum: trials drawn in range, recorded, plotted as a scatter."""
+  config = tiny_config()
+  config.num_epochs, config.num_seeds = 1, 1
+  config.optimizers = ml_collections.ConfigDict({"rmsprop": {
+      "num_trials": 3,
+      "random": {"learning_rate": ("log_uniform", 1e-4, 1e-2), "eps": ("log_uniform", 1e-8, 1e-4),
+                 "decay": ("uniform", 0.8, 0.99), "momentum": ("uniform", 0.0, 0.9)},
+  }})
+  summary = sweep.run_sweep(config, tmp_path, dataset=tiny_dataset(), progress=False)
+  trials = summary["trials"]
+  assert len(trials) == 3 and all(t["search"] == "random" for t in trials)
+  for trial in trials:
+    hparams = trial["hparams"]
+    assert 1e-4 <= hparams["learning_rate"] <= 1e-2 and 1e-8 <= hparams["eps"] <= 1e-4
+    assert 0.8 <= hparams["decay"] <= 0.99 and 0.0 <= hparams["momentum"] <= 0.9
+    assert not trial["diverged"]
+  assert summary["best"]["rmsprop"]["hparams"]["momentum"] > 0.0  # the momentum buffer is used
+  assert summary["plots"] == ["heatmap.png", "sensitivity.png"]
+  assert "speedup" not in summary["timing"]  # no --sequential: vmapped only
