@@ -15,7 +15,8 @@ leaves of ResNet-50 (He et al., 2016) with their channel widths scaled to the co
 variants of :func:`rmsprop_jax.rmsprop` (plain, centered, heavy-ball momentum, bfloat16
 accumulators) are each compared with ``optax.rmsprop`` in the same configuration (for bfloat16,
 with optax's float32 state, optax having no accumulator dtype); ``optax.sgd`` and
-``optax.adam`` frame them.
+``optax.adam`` frame them, and a second ``optax.rmsprop`` timed against the first (an A/A
+control) shows how far apart two identical programs land on the same machine.
 
 *Bytes that must move* per parameter are ``3 * param_bytes + 2 * state_bytes``: read the
 parameter and the gradient, write the parameter, read and write every state entry. Divided by
@@ -69,6 +70,8 @@ REFERENCE_OF = {
     "rmsprop_jax momentum": "optax.rmsprop momentum",
     "rmsprop_jax bf16": "optax.rmsprop",
     "optax.rmsprop": None,
+    # A second, identical optax.rmsprop: its ratio to the first is the noise floor of a ratio.
+    "optax.rmsprop (A/A)": "optax.rmsprop",
     "optax.rmsprop centered": None,
     "optax.rmsprop momentum": None,
     "optax.sgd": None,
@@ -78,6 +81,7 @@ REFERENCE_OF = {
 }
 OURS = ("rmsprop_jax", "rmsprop_jax centered", "rmsprop_jax momentum", "rmsprop_jax bf16")
 TORCH = ("torch for-loop", "torch foreach")
+CONTROL = "optax.rmsprop (A/A)"
 
 # Keys benchmark.json always carries; tests check them.
 RESULT_KEYS = ("benchmark", "config", "hardware", "wall_time_s", "cases", "state_bytes",
@@ -164,6 +168,7 @@ def jax_optimizers(config: ml_collections.ConfigDict) -> dict[str, optax.Gradien
       "rmsprop_jax momentum": ours(momentum=momentum),
       "rmsprop_jax bf16": ours(accumulator_dtype=jnp.bfloat16),
       "optax.rmsprop": optax_rms(),
+      "optax.rmsprop (A/A)": optax_rms(),
       "optax.rmsprop centered": optax_rms(centered=True),
       "optax.rmsprop momentum": optax_rms(momentum=momentum),
       "optax.sgd": optax.sgd(lr),
@@ -510,10 +515,13 @@ def check_targets(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
       (case["ratio_to_reference"][name], f"{name}, {case['tree']} {case['num_params']}")
       for case in cases for name in OURS
   )
+  control = [case["ratio_to_reference"][CONTROL] for case in cases]
   targets: dict[str, Any] = {
       "every variant <= 1.0x optax.rmsprop": {
           "worst": worst_reference[0], "where": worst_reference[1],
           "met": worst_reference[0] <= 1.0,
+          # Identical programs differ by this much on this machine.
+          "a_a_control_range": [min(control), max(control)],
       },
   }
   torch_ratios = [(case["ratio_to_torch"][f"rmsprop_jax / {name}"],
@@ -601,13 +609,14 @@ def markdown_report(result: Mapping[str, Any]) -> str:
     lines.append(f"| {case['tree']} | {_millions(case['num_params'])} | {case['rounds']} | "
                  + " | ".join(f"{case['median_ms'][n]:.2f}" for n in names) + " |")
   lines += ["", "Ratio of each rmsprop_jax variant to optax.rmsprop in the same configuration "
-            "(bf16: to float32 optax.rmsprop), and to torch.optim.RMSprop (plain):", ""]
+            "(bf16: to float32 optax.rmsprop); of a second optax.rmsprop to the first (A/A: the "
+            "noise floor); and to torch.optim.RMSprop (plain):", ""]
   torch_keys = list(cases[0]["ratio_to_torch"])
-  header = list(OURS) + torch_keys
+  header = [*OURS, CONTROL, *torch_keys]
   lines.append("| tree | params | " + " | ".join(header) + " |")
   lines.append("|---|---:|" + "---:|" * len(header))
   for case in cases:
-    values = [case["ratio_to_reference"][n] for n in OURS]
+    values = [case["ratio_to_reference"][n] for n in (*OURS, CONTROL)]
     values += [case["ratio_to_torch"][k] for k in torch_keys]
     lines.append(f"| {case['tree']} | {_millions(case['num_params'])} | "
                  + " | ".join(f"{v:.2f}x" for v in values) + " |")
@@ -659,6 +668,9 @@ def markdown_report(result: Mapping[str, Any]) -> str:
   lines += ["", "Targets:", ""]
   for target, outcome in result["targets"].items():
     where = f" ({outcome['where']})" if "where" in outcome else ""
+    if "a_a_control_range" in outcome:
+      low, high = outcome["a_a_control_range"]
+      where += f"; A/A control {low:.2f}-{high:.2f}x"
     lines.append(f"- {target}: worst {outcome['worst']:.2f}{where} — "
                  f"{'met' if outcome['met'] else 'MISSED'}")
   lines += [""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in result["plots"]]
