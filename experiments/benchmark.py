@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -57,6 +56,7 @@ import optax
 from tqdm import tqdm
 
 import rmsprop_jax
+from experiments import hardware as hardware_lib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after matplotlib.use: the backend must be chosen first
@@ -478,35 +478,15 @@ def sweep_speedup(path: str) -> dict[str, Any]:
 
 
 def hardware() -> dict[str, Any]:
-  """The machine and library versions every absolute time belongs to."""
-  cpu_model = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as handle:
-      for line in handle:
-        if line.startswith("model name"):
-          cpu_model = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  versions = {"python": platform.python_version(), "jax": jax.__version__,
-              "optax": optax.__version__, "rmsprop_jax": rmsprop_jax.__version__}
+  """The machine and library versions every absolute time belongs to (+ torch's threads)."""
+  info = hardware_lib.describe()
+  info["torch_threads"] = None
   if torch_available():
     import torch
 
-    versions["torch"] = torch.__version__
-    torch_threads = torch.get_num_threads()
-  else:
-    torch_threads = None
-  return {
-      "cpu_model": cpu_model,
-      "cpu_count": os.cpu_count(),
-      "machine": platform.machine(),
-      "jax_backend": jax.default_backend(),
-      "jax_devices": [str(device) for device in jax.devices()],
-      "torch_threads": torch_threads,
-      "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-      "versions": versions,
-  }
+    info["versions"]["torch"] = torch.__version__
+    info["torch_threads"] = torch.get_num_threads()
+  return info
 
 
 def check_targets(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

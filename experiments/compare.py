@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,16 +37,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from experiments import data as data_lib
+from experiments import hardware as hardware_lib
 from experiments import metrics, plots, train
 
 PLOTS = ("learning_curves.png", "per_class.png", "confusion_rmsprop.png")
-
-
-def hardware_description() -> str:
-  """The device JAX ran on, and the host's CPU count, for the report."""
-  device = jax.devices()[0]
-  kind = device.device_kind if device.platform != "cpu" else platform.machine()
-  return f"{device.platform}: {kind}, {len(jax.devices())} device(s), {os.cpu_count()} CPU cores"
 
 
 def measure_input_pipeline(
@@ -150,7 +143,7 @@ def run_comparison(
       "augment": bool(config.get("augment", False)),
       "target_accuracy": config.target_accuracy,
       "tuned_from": config.get("tuned_from", ""),
-      "hardware": hardware_description(),
+      "hardware": hardware_lib.summary_line(),
       "jax_version": jax.__version__,
       "input_pipeline": pipeline,
       "total_wall_time_s": time.perf_counter() - start,

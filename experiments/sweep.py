@@ -57,7 +57,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -70,6 +69,7 @@ import ml_collections
 import numpy as np
 
 from experiments import data as data_lib
+from experiments import hardware as hardware_lib
 from experiments import train
 
 matplotlib.use("Agg")
@@ -676,15 +676,6 @@ def best_trial(records: Sequence[Mapping[str, Any]], metric: str) -> dict[str, A
   }
 
 
-def hardware_description() -> str:
-  """A one-line description of the machine, e.g. for the tables in docs."""
-  devices = jax.devices()
-  kinds = sorted({device.device_kind for device in devices})
-  return (f"{platform.machine()} {platform.processor() or platform.system()}, "
-          f"{os.cpu_count()} CPU cores, jax {jax.__version__} on {len(devices)} "
-          f"{devices[0].platform} device(s) ({', '.join(kinds)})")
-
-
 def _format(value: Any, digits: int = 4) -> str:
   if value is None:
     return "—"
@@ -965,7 +956,7 @@ def run_sweep(
   summary: dict[str, Any] = {
       "name": config.name,
       "config": _plain(config),
-      "hardware": hardware_description(),
+      "hardware": hardware_lib.summary_line(),
       "seeds": seeds,
       "trial_randomness": trial_randomness,
       "selection_metric": selection_metric,

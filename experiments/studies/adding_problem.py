@@ -31,6 +31,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
+from experiments import hardware as hardware_lib
 from experiments.studies import common
 
 TRIVIAL_MSE = 2.0 / 12.0  # predicting 1 for a sum of two independent U[0, 1] values
@@ -302,7 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   summary = {
       "study": "adding_problem",
       "config": config,
-      "hardware": common.hardware_description(),
+      "hardware": hardware_lib.describe(),
       "wall_time_s": wall_time,
       "cpu_time_s": stopwatch.cpu_seconds(),
       "seeds": [config.seed + offset for offset in range(config.num_seeds)],

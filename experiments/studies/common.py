@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -137,19 +136,6 @@ def first_step_below(steps: np.ndarray, curve: np.ndarray, threshold: float) -> 
   """The first step at which ``curve`` drops below ``threshold``; NaN if it never does."""
   below = np.nonzero(np.asarray(curve) < threshold)[0]
   return float(steps[below[0]]) if below.size else math.nan
-
-
-def hardware_description() -> dict[str, Any]:
-  """What the numbers were measured on."""
-  return {
-      "machine": platform.machine(),
-      "processor": platform.processor() or "unknown",
-      "cpu_count": os.cpu_count(),
-      "jax_backend": jax.default_backend(),
-      "jax_devices": [str(device) for device in jax.devices()],
-      "jax_version": jax.__version__,
-      "optax_version": optax.__version__,
-  }
 
 
 def to_jsonable(value: Any) -> Any:

@@ -43,6 +43,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
+from experiments import hardware as hardware_lib
 from experiments.studies import common
 
 Teacher = dict[str, jax.Array]
@@ -343,7 +344,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   summary = {
       "study": "nonstationary",
       "config": config,
-      "hardware": common.hardware_description(),
+      "hardware": hardware_lib.describe(),
       "wall_time_s": wall_time,
       "cpu_time_s": stopwatch.cpu_seconds(),
       "seeds": [config.seed + offset for offset in range(config.num_seeds)],

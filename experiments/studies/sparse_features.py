@@ -41,6 +41,7 @@ from flax import nnx
 from sklearn import metrics as sklearn_metrics
 from tqdm import tqdm
 
+from experiments import hardware as hardware_lib
 from experiments.studies import common
 
 BUCKET_NAMES = ("head", "torso", "tail")
@@ -345,7 +346,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   summary = {
       "study": "sparse_features",
       "config": config,
-      "hardware": common.hardware_description(),
+      "hardware": hardware_lib.describe(),
       "wall_time_s": wall_time,
       "cpu_time_s": stopwatch.cpu_seconds(),
       "seeds": [config.seed + offset for offset in range(config.num_seeds)],
