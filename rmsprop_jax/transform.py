@@ -96,6 +96,21 @@ def _accumulators_like(params: Any, fill: Any, accumulator_dtype: Any, *, real: 
   return jax.tree_util.tree_map_with_path(leaf_fn, params)
 
 
+def _map_leaves(fn: Any, tree: Any, *others: Any, num_outputs: int) -> tuple[Any, ...]:
+  """Applies ``fn`` leaf-wise over trees shaped like ``tree``; returns one tree per output.
+
+  Unzipping the results by flattening (not with ``jax.tree.map(..., is_leaf=is tuple)``) keeps
+  parameter trees that are themselves tuples, e.g. ``(w, b)``, from being taken for a result.
+  ``others`` must have ``tree``'s structure (callers check it with ``check_same_tree``).
+  """
+  leaves, treedef = jax.tree.flatten(tree)
+  other_leaves = [jax.tree.leaves(other) for other in others]
+  results = [fn(*args) for args in zip(leaves, *other_leaves, strict=True)]
+  return tuple(
+      jax.tree.unflatten(treedef, [result[i] for result in results]) for i in range(num_outputs)
+  )
+
+
 def _abs_sq(x: jax.Array) -> jax.Array:
   if jnp.iscomplexobj(x):
     return (x.conj() * x).real
@@ -215,15 +230,11 @@ def scale_by_rmsprop(
       return scaled, new_nu, new_mu
 
     if centered:
-      triples = jax.tree.map(leaf_update, updates, state.nu, state.mu)
-    else:
-      triples = jax.tree.map(leaf_update, updates, state.nu)
-    is_triple = lambda x: isinstance(x, tuple) and len(x) == 3
-    new_updates = jax.tree.map(lambda t: t[0], triples, is_leaf=is_triple)
-    new_nu = jax.tree.map(lambda t: t[1], triples, is_leaf=is_triple)
-    if centered:
-      new_mu = jax.tree.map(lambda t: t[2], triples, is_leaf=is_triple)
+      new_updates, new_nu, new_mu = _map_leaves(
+          leaf_update, updates, state.nu, state.mu, num_outputs=3
+      )
       return new_updates, ScaleByCenteredRmsPropState(count=count, mu=new_mu, nu=new_nu)
+    new_updates, new_nu = _map_leaves(leaf_update, updates, state.nu, num_outputs=2)
     return new_updates, ScaleByRmsPropState(count=count, nu=new_nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -329,10 +340,7 @@ def momentum_buffer(
       output = u32 + beta * output if nesterov else output
       return output.astype(u.dtype), new_trace
 
-    pairs = jax.tree.map(leaf_update, updates, state.trace)
-    is_pair = lambda x: isinstance(x, tuple) and len(x) == 2
-    new_updates = jax.tree.map(lambda p: p[0], pairs, is_leaf=is_pair)
-    new_trace = jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair)
+    new_updates, new_trace = _map_leaves(leaf_update, updates, state.trace, num_outputs=2)
     return new_updates, MomentumState(trace=new_trace)
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -249,3 +249,18 @@ def test_flax_nnx_optimizer_and_train_state():
   assert int(state.step) == 50
   final_loss = jnp.mean((X @ state.params["w"] - targets) ** 2)
   assert final_loss < 0.5 * jnp.mean(targets**2)
+
+
+@pytest.mark.parametrize("arity", [2, 3])
+def test_tuple_shaped_parameter_trees(arity):
+  # A (w, b) or (w1, w2, w3) tuple of parameters has the shape of a per-leaf result tuple;
+  # the update must still treat each array as one parameter.
+  arrays = [jnp.linspace(-1.0, 1.0, 2 + i) for i in range(arity)]
+  as_tuple = tuple(arrays)
+  as_dict = {f"p{i}": a for i, a in enumerate(arrays)}
+  optimizer = rmsprop_jax.rmsprop(0.1, centered=True, momentum=0.9, weight_decay=0.1)
+  tuple_updates, tuple_state = optimizer.update(as_tuple, optimizer.init(as_tuple), as_tuple)
+  dict_updates, _ = optimizer.update(as_dict, optimizer.init(as_dict), as_dict)
+  for i in range(arity):
+    np.testing.assert_array_equal(tuple_updates[i], dict_updates[f"p{i}"])
+  chex.assert_trees_all_equal_shapes(optax.tree_utils.tree_get(tuple_state, "nu"), as_tuple)
