@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from experiments.serialization import to_jsonable
 from experiments.train import RunResult
 
 
@@ -54,7 +55,7 @@ def summarize_run(result: RunResult, num_classes: int, target_accuracy: float) -
   steps = result.steps_to_target(target_accuracy)
   reached = [step for step in steps if step is not None]
   return {
-      "hyperparameters": _jsonable(result.hparams),
+      "hyperparameters": to_jsonable(result.hparams),
       "seeds": list(result.seeds),
       "test_accuracy": float(np.mean(final_accuracy)),
       "test_accuracy_std": float(np.std(final_accuracy)),
@@ -105,16 +106,3 @@ def curve_rows(result: RunResult) -> list[dict[str, Any]]:
 
 def _floats(values: np.ndarray) -> list[float]:
   return [float(value) for value in np.asarray(values).reshape(-1)]
-
-
-def _jsonable(value: Any) -> Any:
-  """Hyperparameters as plain JSON values (NumPy scalars and arrays become numbers/lists)."""
-  if isinstance(value, dict):
-    return {key: _jsonable(item) for key, item in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_jsonable(item) for item in value]
-  if isinstance(value, np.generic):
-    return value.item()
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  return value

@@ -71,6 +71,7 @@ import numpy as np
 from experiments import data as data_lib
 from experiments import hardware as hardware_lib
 from experiments import train
+from experiments.serialization import to_jsonable
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # (after matplotlib.use: the backend must be chosen first)
@@ -985,19 +986,9 @@ def run_sweep(
     summary["python_loop_vs_vmapped"] = python_loop_checks
   summary["wall_time_s"] = time.perf_counter() - start
   with open(workdir / "sweep.json", "w") as handle:
-    json.dump(summary, handle, indent=1, default=_json_default)
+    json.dump(to_jsonable(summary), handle, indent=1, allow_nan=False)
   write_markdown(workdir / "sweep.md", summary)
   return summary
-
-
-def _json_default(value: Any) -> Any:
-  if isinstance(value, np.generic):
-    return value.item()
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  if isinstance(value, tuple):
-    return list(value)
-  raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 def _agreement(

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 import rmsprop_jax
+from experiments.serialization import to_jsonable
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after matplotlib.use: the backend must be chosen first
@@ -136,24 +137,6 @@ def first_step_below(steps: np.ndarray, curve: np.ndarray, threshold: float) -> 
   """The first step at which ``curve`` drops below ``threshold``; NaN if it never does."""
   below = np.nonzero(np.asarray(curve) < threshold)[0]
   return float(steps[below[0]]) if below.size else math.nan
-
-
-def to_jsonable(value: Any) -> Any:
-  """Converts arrays, NumPy scalars, NaN and ConfigDicts into plain JSON values."""
-  if isinstance(value, ml_collections.ConfigDict):
-    return to_jsonable(value.to_dict())
-  if isinstance(value, Mapping):
-    return {str(key): to_jsonable(item) for key, item in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [to_jsonable(item) for item in value]
-  if isinstance(value, (np.ndarray, jax.Array)):
-    return to_jsonable(np.asarray(value).tolist())
-  if isinstance(value, (np.floating, float)):
-    number = float(value)
-    return None if math.isnan(number) or math.isinf(number) else number
-  if isinstance(value, np.integer):
-    return int(value)
-  return value
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
