@@ -63,6 +63,10 @@ class CheckpointCorruptedError(RuntimeError):
   """A checkpoint directory that cannot be read back or whose arrays fail verification."""
 
 
+class CheckpointMismatchError(ValueError):
+  """An intact checkpoint written by a run with other settings, which this run cannot continue."""
+
+
 class CheckpointFallbackWarning(UserWarning):
   """Restoring skipped a corrupted checkpoint and used an older one."""
 
@@ -100,7 +104,7 @@ class DataPosition:
     for field in ("batch_size", "seed", "steps_per_epoch"):
       stored, wanted = getattr(self, field), getattr(expected, field)
       if stored != wanted:
-        raise ValueError(
+        raise CheckpointMismatchError(
             f"the checkpoint was written with {field}={stored}, but this run has "
             f"{field}={wanted}; resuming would train on a different data order. Start a fresh "
             f"workdir or restore the original setting."
@@ -313,8 +317,7 @@ class TrainCheckpointer:
       )[META_ITEM]
     except Exception as error:  # Orbax raises many types; all mean "unreadable".
       raise CheckpointCorruptedError(
-          f"checkpoint {where} has no readable '{META_ITEM}' record: "
-          f"{type(error).__name__}: {error}"
+          f"checkpoint {where} has no readable '{META_ITEM}' record: {_brief(error)}"
       ) from error
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
       raise CheckpointCorruptedError(
@@ -337,7 +340,7 @@ class TrainCheckpointer:
       )[STATE_ITEM])
     except Exception as error:  # Orbax and TensorStore raise many types; all mean "unreadable".
       raise CheckpointCorruptedError(
-          f"checkpoint {where} cannot be read: {type(error).__name__}: {error}"
+          f"checkpoint {where} cannot be read: {_brief(error)}"
       ) from error
     actual = fingerprint(flat)
     damaged = sorted(key for key in flat if actual[key] != list(expected[key]))
@@ -397,7 +400,9 @@ class TrainCheckpointer:
     if failures:
       listing = "\n".join(f"  step {step}: {error}" for step, error in failures)
       raise CheckpointCorruptedError(
-          f"no usable checkpoint in {self.directory}; every one failed:\n{listing}"
+          f"no usable checkpoint in {self.directory}; every one failed:\n{listing}\n"
+          f"Start over with --config.resume=False (or another --workdir); the damaged "
+          f"checkpoints stay where they are."
       )
     return None
 
@@ -416,6 +421,14 @@ class TrainCheckpointer:
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("checkpointing.quarantine")
     self._manager.reload()
+
+
+def _brief(error: BaseException, limit: int = 240) -> str:
+  """An exception as one short line: Orbax and TensorStore errors carry whole array specs."""
+  text = " ".join(str(error).split())
+  if len(text) > limit:
+    text = text[:limit].rstrip() + " ..."
+  return f"{type(error).__name__}: {text}"
 
 
 def abstract_like(state: Any, shardings: Any) -> Any:

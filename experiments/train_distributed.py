@@ -39,6 +39,7 @@ import functools
 import json
 import logging
 import re
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,7 +50,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments import checkpointing, sharding, train
+from experiments import checkpointing, serialization, sharding, train
 from experiments import data as data_lib
 from experiments import distributed as distributed_lib
 
@@ -127,6 +128,124 @@ def make_step_fn(
   )
 
 
+@dataclasses.dataclass
+class RunProgress:
+  """What a run has recorded besides its train state; checkpointed so a resume loses nothing.
+
+  Attributes:
+    history: one record per finished epoch (see :class:`DistributedRunResult`).
+    epoch_steps: the metrics of each step of the unfinished epoch (host values), whose means
+      become the epoch's train loss and accuracy.
+  """
+
+  history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+  epoch_steps: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
+
+  def add_steps(self, metrics: list[dict[str, np.ndarray]]) -> None:
+    """Records the host values of steps' metrics, in step order."""
+    self.epoch_steps.extend(metrics)
+
+  def end_epoch(self, *, step: int, epoch: int, evaluation: dict[str, Any]) -> None:
+    """Appends the epoch's record: means of its steps' metrics and the test evaluation."""
+    means = jax.tree.map(lambda *values: np.mean(values), *self.epoch_steps)
+    self.epoch_steps = []
+    self.history.append({
+        "step": step, "epoch": epoch,
+        "train_loss": float(means["loss"]), "train_accuracy": float(means["accuracy"]),
+        "test_loss": float(evaluation["loss"]),
+        "test_accuracy": float(evaluation["accuracy"]),
+    })
+
+  def to_json(self) -> dict[str, Any]:
+    """Plain JSON; each step metric keeps its dtype so the restored means are bitwise equal."""
+    names = sorted(self.epoch_steps[0]) if self.epoch_steps else []
+    return {
+        "history": list(self.history),
+        "epoch_steps": {
+            name: {
+                "dtype": str(np.asarray(self.epoch_steps[0][name]).dtype),
+                # float() of a float32 or float16 value is exact, and so is its JSON text.
+                "values": [float(step[name]) for step in self.epoch_steps],
+            }
+            for name in names
+        },
+    }
+
+  @classmethod
+  def from_json(cls, record: dict[str, Any] | None) -> RunProgress:
+    """The inverse of :meth:`to_json`; ``None`` (a checkpoint without it) is empty progress."""
+    if record is None:
+      return cls()
+    columns = {
+        name: [np.asarray(value, dtype=column["dtype"]) for value in column["values"]]
+        for name, column in record["epoch_steps"].items()
+    }
+    if len({len(values) for values in columns.values()}) > 1:
+      raise checkpointing.CheckpointCorruptedError("the checkpoint's step metrics are ragged.")
+    steps = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    return cls(history=[dict(entry) for entry in record["history"]], epoch_steps=steps)
+
+
+def describe_run(config: ml_collections.ConfigDict, hparams: dict[str, Any]) -> dict[str, Any]:
+  """The settings a checkpoint must agree with to be resumed (JSON, stored with it).
+
+  ``num_epochs`` is among them because it fixes every epoch's data order (the epoch keys are
+  splits of the seed's data key into ``num_epochs`` parts).
+  """
+  facts = {
+      "optimizer": config.optimizer,
+      "model": config.model,
+      "model_kwargs": config.get("model_kwargs"),
+      "dataset": config.dataset,
+      "num_epochs": config.num_epochs,
+      "lr_schedule": config.get("lr_schedule", "constant"),
+      "hparams": hparams,
+  }
+  return json.loads(json.dumps(serialization.to_jsonable(facts)))
+
+
+def check_resumable(
+    directory: Any,
+    position: checkpointing.DataPosition,
+    facts: dict[str, Any],
+    run_facts: dict[str, Any],
+    *,
+    expected_order: checkpointing.DataPosition,
+    total_steps: int,
+) -> None:
+  """Raises :class:`checkpointing.CheckpointMismatchError` if this run cannot continue that one.
+
+  The message is one line naming the setting, both values and the ways out.
+  """
+  ways_out = (
+      "rerun with the checkpoint's settings, pass another --workdir, or --config.resume=False "
+      "to start over"
+  )
+  position.check_same_order(expected_order)
+  for key, value in run_facts.items():
+    if key not in facts:  # Written before this fact was recorded.
+      continue
+    stored = facts[key]
+    if key == "hparams" and isinstance(stored, dict) and isinstance(value, dict):
+      for name in sorted(set(stored) | set(value)):
+        if stored.get(name) != value.get(name):
+          raise checkpointing.CheckpointMismatchError(
+              f"the checkpoint in {directory} was written with {name}={stored.get(name)!r}, "
+              f"but config.optimizers.{run_facts['optimizer']}.{name}={value.get(name)!r}; "
+              f"{ways_out}."
+          )
+    elif stored != value:
+      raise checkpointing.CheckpointMismatchError(
+          f"the checkpoint in {directory} was written with {key}={stored!r}, but "
+          f"config.{key}={value!r}; {ways_out}."
+      )
+  if position.step > total_steps:
+    raise checkpointing.CheckpointMismatchError(
+        f"the checkpoint in {directory} is at step {position.step}, past this run's "
+        f"{total_steps} steps; {ways_out}."
+    )
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str | Path,
@@ -198,34 +317,32 @@ def train_and_evaluate(
       max_to_keep=int(config.get("max_checkpoints_to_keep", 3)),
       async_save=bool(config.get("async_checkpointing", True)),
   )
-  run_facts = {"optimizer": name, "model": config.model, "dataset": config.dataset}
-  position = checkpointing.DataPosition.at(
-      0, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, seed=config.seed
-  )
+  run_facts = describe_run(config, hparams)
   restored = None
   if config.get("resume", True):
     restored = checkpointer.restore_latest(
         checkpointing.abstract_like(abstract_state, state_shardings),
         fallback=bool(config.get("checkpoint_fallback", True)),
     )
+  progress = RunProgress()
   if restored is not None:
     state, position, facts = restored
-    position.check_same_order(
-        checkpointing.DataPosition.at(
+    check_resumable(
+        checkpointer.directory, position, facts, run_facts,
+        expected_order=checkpointing.DataPosition.at(
             position.step, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size,
             seed=config.seed,
-        )
+        ),
+        total_steps=total_steps,
     )
-    for key, value in run_facts.items():
-      if facts.get(key, value) != value:
-        raise ValueError(
-            f"the checkpoint in {checkpointer.directory} was written with {key}="
-            f"{facts[key]!r}, but config.{key}={value!r}; use another workdir or resume=False."
-        )
+    progress = RunProgress.from_json(facts.get("progress"))
     logging.info("resumed from step %d (epoch %d, batch %d)", position.step, position.epoch,
                  position.batch_in_epoch)
   else:
     state = jax.jit(init_fn, out_shardings=state_shardings)()
+    position = checkpointing.DataPosition.at(
+        0, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, seed=config.seed
+    )
   start_step = position.step
 
   num_steps = steps_per_epoch
@@ -260,8 +377,9 @@ def train_and_evaluate(
       out_shardings=everywhere,
   )
 
-  history: list[dict[str, float]] = []
   train_time = checkpoint_time = 0.0
+  # Metrics of the current epoch's steps: those run before a resume come from the checkpoint
+  # (host values), the rest are device arrays fetched when the epoch ends or a checkpoint is due.
   epoch_metrics: list[dict[str, jax.Array]] = []
   last_step = total_steps if stop_after == 0 else min(total_steps, stop_after)
   step = start_step
@@ -290,22 +408,26 @@ def train_and_evaluate(
     )
     if step % steps_per_epoch == 0:
       evaluation = distributed_lib.fetch(eval_fn(state, test_images, test_labels))
-      means = jax.tree.map(lambda *m: np.mean(m), *distributed_lib.fetch(epoch_metrics))
+      progress.add_steps(distributed_lib.fetch(epoch_metrics))
       epoch_metrics = []
-      history.append({
-          "step": step, "epoch": step // steps_per_epoch,
-          "train_loss": float(means["loss"]), "train_accuracy": float(means["accuracy"]),
-          "test_loss": float(evaluation["loss"]), "test_accuracy": float(evaluation["accuracy"]),
-      })
+      progress.end_epoch(step=step, epoch=step // steps_per_epoch, evaluation=evaluation)
     tick = time.perf_counter()
     preempted = checkpointer.reached_preemption(step)
-    checkpointer.save(state, position, force=step == last_step or preempted, extra=run_facts)
+    force = step == last_step or preempted
+    if force or checkpointer.should_save(step):
+      progress.add_steps(distributed_lib.fetch(epoch_metrics))
+      epoch_metrics = []
+      checkpointer.save(
+          state, position, force=force, extra={**run_facts, "progress": progress.to_json()}
+      )
     checkpoint_time += time.perf_counter() - tick
     if preempted:
       logging.warning("preemption notice: saved step %d and stopped; rerun to resume", step)
       break
   if step == start_step and restored is None:
-    checkpointer.save(state, position, force=True, extra=run_facts)
+    checkpointer.save(
+        state, position, force=True, extra={**run_facts, "progress": progress.to_json()}
+    )
   checkpointer.close()
 
   result = DistributedRunResult(
@@ -313,7 +435,7 @@ def train_and_evaluate(
       start_step=start_step,
       final_step=step,
       total_steps=total_steps,
-      history=history,
+      history=progress.history,
       mesh_shape=dict(mesh.shape),
       num_processes=jax.process_count(),
       state_partition=sharding.describe(state_shardings),
@@ -361,6 +483,20 @@ def write_summary(
   (workdir / "summary.md").write_text("\n".join(lines) + "\n")
 
 
+# Mistakes in the command, the config or the workdir: reported in a line, without a traceback.
+USER_ERRORS = (
+    checkpointing.CheckpointMismatchError,
+    checkpointing.CheckpointCorruptedError,
+    data_lib.DatasetUnavailableError,
+    data_lib.ChecksumError,
+)
+
+
+def _exit_with_user_error(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  raise SystemExit(2)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   """Command line: ``--config <file>[:overrides]`` and ``--workdir`` (Flax-example style)."""
   from absl import app, flags
@@ -379,7 +515,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
     config = config_flag.value
     workdir = workdir_flag.value or str(Path("runs") / config.name)
-    result = train_and_evaluate(config, workdir)
+    if Path(workdir).exists() and not Path(workdir).is_dir():
+      _exit_with_user_error(f"--workdir={workdir} is a file; pass a folder (new or a run's).")
+    try:
+      result = train_and_evaluate(config, workdir)
+    except USER_ERRORS as error:
+      _exit_with_user_error(str(error))
     if distributed_lib.is_primary():
       final = result.history[-1] if result.history else {}
       print(

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import functools
 import glob
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,7 +35,7 @@ from experiments.checkpointing import (
     DataPosition,
     TrainCheckpointer,
 )
-from tests.test_sharding import result_line, run_in_subprocess, tiny_config
+from tests.test_sharding import REPO, result_line, run_in_subprocess, tiny_config
 
 TOTAL_STEPS = 22  # One epoch of the digits training set at batch 64.
 STOP_STEP = 11
@@ -319,3 +324,113 @@ def test_a_different_state_structure_is_not_called_corruption(two_checkpoints: P
   with TrainCheckpointer(two_checkpoints) as manager:
     with pytest.raises(ValueError, match=r"checkpoints/4 holds the state of a different model"):
       manager.restore_latest(jax.eval_shape(lambda: other))
+
+
+# ------------------------------------------------------------------------------------------------
+# A real kill -9 mid-epoch, then the same command again, as a user would run it.
+
+KILL_CONFIG = '''
+from tests.test_sharding import tiny_config
+
+
+def get_config():
+  config = tiny_config()
+  config.num_epochs = 4  # 88 steps of 22 per epoch.
+  config.checkpoint_every = 9  # Step 27 is a checkpoint in the middle of epoch 2.
+  config.resume = True
+  return config
+'''
+KILL_AT_CHECKPOINT = 27
+
+
+def train_command(config_file: Path, workdir: Path, *overrides: str) -> list[str]:
+  return [
+      sys.executable, "-m", "experiments.train_distributed", "--config", str(config_file),
+      "--workdir", str(workdir), *overrides,
+  ]
+
+
+def subprocess_env() -> dict[str, str]:
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+@pytest.fixture(scope="module")
+def killed_and_rerun(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+  """An uninterrupted run, and a run killed with SIGKILL after a mid-epoch checkpoint, rerun."""
+  root = tmp_path_factory.mktemp("kill")
+  config_file = root / "kill_config.py"
+  config_file.write_text(KILL_CONFIG)
+  straight, killed = root / "straight", root / "killed"
+  subprocess.run(train_command(config_file, straight), env=subprocess_env(), cwd=REPO,
+                 check=True, capture_output=True, timeout=600)
+  process = subprocess.Popen(train_command(config_file, killed), env=subprocess_env(), cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  checkpoint = killed / "checkpoints" / str(KILL_AT_CHECKPOINT)
+  deadline = time.monotonic() + 600
+  while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.005)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+  assert not (killed / "summary.json").exists()
+  rerun = subprocess.run(train_command(config_file, killed), env=subprocess_env(), cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  return {"config": config_file, "straight": straight, "killed": killed}
+
+
+def test_kill_9_mid_epoch_then_rerun_has_the_whole_history(
+    killed_and_rerun: dict[str, Path],
+) -> None:
+  straight = json.loads((killed_and_rerun["straight"] / "summary.json").read_text())
+  resumed = json.loads((killed_and_rerun["killed"] / "summary.json").read_text())
+  assert KILL_AT_CHECKPOINT <= resumed["start_step"] < 88
+  assert resumed["start_step"] % 22 != 0  # Resumed mid-epoch.
+  assert (resumed["final_step"], straight["final_step"]) == (88, 88)
+  assert [record["epoch"] for record in resumed["history"]] == [1, 2, 3, 4]
+  # Every number of every epoch, the interrupted epoch's train loss and accuracy included.
+  assert resumed["history"] == straight["history"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--config.num_epochs=2", "written with num_epochs=4, but config.num_epochs=2"),
+        ("--config.optimizers.rmsprop.learning_rate=0.01",
+         "learning_rate=0.001, but config.optimizers.rmsprop.learning_rate=0.01"),
+        ("--config.optimizers.rmsprop.decay=0.95",
+         "decay=0.9, but config.optimizers.rmsprop.decay=0.95"),
+    ],
+)
+def test_a_config_that_disagrees_with_the_checkpoint_stops_in_one_line(
+    killed_and_rerun: dict[str, Path], override: str, message: str
+) -> None:
+  workdir = killed_and_rerun["killed"]
+  summary_before = (workdir / "summary.json").read_text()
+  completed = subprocess.run(
+      train_command(killed_and_rerun["config"], workdir, override), env=subprocess_env(),
+      cwd=REPO, capture_output=True, text=True, timeout=600,
+  )
+  assert completed.returncode == 2
+  assert "Traceback" not in completed.stderr
+  errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and message in errors[0], completed.stderr[-2000:]
+  assert "--config.resume=False" in errors[0]
+  # The finished run's report is left as it was.
+  assert (workdir / "summary.json").read_text() == summary_before
+
+
+def test_run_progress_round_trips_bitwise() -> None:
+  steps = [{"loss": np.float32(0.1 * k + 1 / 3), "accuracy": np.float32(k / 7)} for k in range(5)]
+  progress = train_distributed.RunProgress(
+      history=[{"step": 22, "epoch": 1, "train_loss": 0.5}], epoch_steps=list(steps)
+  )
+  restored = train_distributed.RunProgress.from_json(json.loads(json.dumps(progress.to_json())))
+  assert restored.history == progress.history
+  for before, after in zip(steps, restored.epoch_steps, strict=True):
+    for name in before:
+      assert after[name].dtype == np.float32
+      assert after[name].tobytes() == np.asarray(before[name]).tobytes()
+  assert train_distributed.RunProgress.from_json(None) == train_distributed.RunProgress()
