@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -57,6 +56,7 @@ from tqdm import tqdm
 
 import rmsprop_jax
 from experiments import hardware as hardware_lib
+from experiments.hlo import count_passes
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after matplotlib.use: the backend must be chosen first
@@ -439,17 +439,6 @@ def hlo_passes(optimizer: optax.GradientTransformation, size: int) -> dict[str, 
   params = {"leaf000": jnp.zeros((size,), jnp.float32)}
   compiled = make_update_step(optimizer).lower(params, optimizer.init(params), params).compile()
   return count_passes(compiled.as_text(), size)
-
-
-def count_passes(hlo_text: str, size: int) -> dict[str, int]:
-  """Fusions and copies with ``size``-element results in a compiled module's entry."""
-  entry = hlo_text[hlo_text.index("\nENTRY"):]
-  counts = {"fusions": 0, "copies": 0}
-  for line in entry.splitlines():
-    match = re.search(r"= \(?[a-z0-9]+\[(\d+)\]\S* (fusion|copy)\(", line)
-    if match and int(match.group(1)) == size:
-      counts["fusions" if match.group(2) == "fusion" else "copies"] += 1
-  return counts
 
 
 def sweep_speedup(path: str) -> dict[str, Any]:

@@ -38,7 +38,6 @@ import dataclasses
 import functools
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -53,20 +52,7 @@ import numpy as np
 from experiments import checkpointing, serialization, sharding, train
 from experiments import data as data_lib
 from experiments import distributed as distributed_lib
-
-COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
-
-
-def count_collectives(hlo_text: str) -> dict[str, int]:
-  """How many of each collective operation a compiled program's HLO text contains.
-
-  Asynchronous collectives appear as ``-start``/``-done`` pairs and are counted once.
-  """
-  counts = {}
-  for name in COLLECTIVES:
-    pattern = rf"\b{name}(?:-start)?\("
-    counts[name] = len(re.findall(pattern, hlo_text))
-  return counts
+from experiments.hlo import count_collectives
 
 
 @dataclasses.dataclass

@@ -19,7 +19,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from experiments import sharding
-from experiments.train_distributed import count_collectives
+from experiments.hlo import count_collectives
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_SHARD_SIZE = 256
