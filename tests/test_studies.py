@@ -12,6 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+import rmsprop_jax
 from configs import adding_problem as adding_config
 from configs import nonstationary as nonstationary_config
 from configs import sparse_features as sparse_config
@@ -52,6 +53,24 @@ def test_make_optimizer_passes_rmsprop_options_through() -> None:
   plain_updates, _ = plain.update(grads, plain.init(params), params)
   np.testing.assert_allclose(plain_updates, -0.01 * np.ones(3), rtol=1e-5)
   assert np.all(np.abs(np.asarray(updates)) > 100.0)
+
+
+def test_make_optimizer_is_the_one_factory_and_rejects_unknown_keys() -> None:
+  # Every RMSprop option reaches rmsprop_jax.rmsprop (the studies' old factory dropped
+  # eps_in_sqrt, nesterov, initial_scale and weight_decay silently).
+  spec = {"kind": "rmsprop", "learning_rate": 0.01, "decay": 0.9, "eps": 1e-3,
+          "eps_in_sqrt": True, "initial_scale": 1.0, "momentum": 0.5, "nesterov": True,
+          "weight_decay": 0.1}
+  hparams = {key: value for key, value in spec.items() if key != "kind"}
+  params = {"w": jnp.array([1.0, -2.0, 3.0])}
+  grads = {"w": jnp.array([0.3, 0.1, -2.0])}
+  ours = common.make_optimizer(spec)
+  reference = rmsprop_jax.rmsprop(**hparams)
+  updates, _ = ours.update(grads, ours.init(params), params)
+  expected, _ = reference.update(grads, reference.init(params), params)
+  np.testing.assert_array_equal(updates["w"], expected["w"])
+  with pytest.raises(ValueError, match=r"unknown keys \['decya'\]"):
+    common.make_optimizer({"kind": "rmsprop", "learning_rate": 0.01, "decya": 0.9})
 
 
 def test_first_step_below_and_chunk_sizes() -> None:

@@ -22,24 +22,24 @@ import ml_collections
 import numpy as np
 import optax
 
-import rmsprop_jax
+from experiments import train
 from experiments.serialization import to_jsonable
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after matplotlib.use: the backend must be chosen first
 
-OPTIMIZER_KINDS = ("sgd", "momentum", "adam", "rmsprop")
+OPTIMIZER_KINDS = train.OPTIMIZERS
 
 # Keys every summary.json carries, whatever the study; tests check them.
 SUMMARY_KEYS = ("study", "config", "hardware", "wall_time_s", "seeds", "optimizers", "plots")
 
 
 def make_optimizer(spec: Mapping[str, Any]) -> optax.GradientTransformation:
-  """Builds the optimizer a config entry describes.
+  """Builds the optimizer a study's config entry describes, with :func:`train.make_optimizer`.
 
-  ``spec["kind"]`` is one of ``sgd`` (plain SGD), ``momentum`` (heavy-ball SGD), ``adam``
-  (``optax.adam``) or ``rmsprop`` (:func:`rmsprop_jax.rmsprop`); the other keys are that
-  optimizer's hyperparameters. An optional ``clip_norm`` clips the global gradient norm first.
+  ``spec["kind"]`` names the optimizer (one of :data:`OPTIMIZER_KINDS`); an optional
+  ``clip_norm`` clips the global gradient norm first; every other key is a hyperparameter of
+  that optimizer, and an unknown one is an error (the one factory's rule).
 
   Args:
     spec: a mapping (``ConfigDict`` or ``dict``) with ``kind`` and ``learning_rate``.
@@ -47,32 +47,12 @@ def make_optimizer(spec: Mapping[str, Any]) -> optax.GradientTransformation:
   Returns:
     An optax gradient transformation.
   """
-  kind = spec.get("kind")
+  hparams = dict(spec)
+  kind = hparams.pop("kind", None)
   if kind not in OPTIMIZER_KINDS:
     raise ValueError(f"spec['kind'] must be one of {OPTIMIZER_KINDS}, got {kind!r}.")
-  if "learning_rate" not in spec:
-    raise ValueError(f"spec for a {kind!r} optimizer needs a 'learning_rate'.")
-  learning_rate = spec["learning_rate"]
-  if kind == "sgd":
-    optimizer = optax.sgd(learning_rate)
-  elif kind == "momentum":
-    optimizer = optax.sgd(
-        learning_rate, momentum=spec.get("momentum", 0.9), nesterov=spec.get("nesterov", False)
-    )
-  elif kind == "adam":
-    optimizer = optax.adam(
-        learning_rate, b1=spec.get("b1", 0.9), b2=spec.get("b2", 0.999), eps=spec.get("eps", 1e-8)
-    )
-  else:
-    optimizer = rmsprop_jax.rmsprop(
-        learning_rate,
-        decay=spec.get("decay", 0.9),
-        eps=spec.get("eps", 1e-8),
-        centered=spec.get("centered", False),
-        bias_correction=spec.get("bias_correction", False),
-        momentum=spec.get("momentum", None),
-    )
-  clip_norm = spec.get("clip_norm", None)
+  clip_norm = hparams.pop("clip_norm", None)
+  optimizer = train.make_optimizer(kind, hparams)
   if clip_norm is not None:
     if not clip_norm > 0:
       raise ValueError(f"spec['clip_norm'] must be positive or None, got {clip_norm!r}.")
