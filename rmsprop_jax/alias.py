@@ -10,16 +10,6 @@ from rmsprop_jax import hyperparameters as hp
 from rmsprop_jax import transform
 
 
-def is_static_zero(value: Any) -> bool:
-  """True for a Python number equal to 0: the component it controls can be left out.
-
-  Arrays and tracers always keep their component, so that an optimizer's state structure never
-  depends on a hyperparameter's value (``optax.inject_hyperparams`` rebuilds the optimizer from
-  arrays on every step, and jit/vmap pass tracers).
-  """
-  return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
-
-
 def rmsprop(
     learning_rate: hp.ScalarOrSchedule = 1e-3,
     decay: hp.Scalar = 0.9,
@@ -55,15 +45,29 @@ def rmsprop(
 
     scale_by_rmsprop -> scale_by_learning_rate -> momentum_buffer -> add_decoupled_weight_decay
 
-  where the last two are present only when ``momentum is not None`` and ``weight_decay`` is not
-  the number 0. For every option ``optax.rmsprop`` also has, the trajectory equals
-  ``optax.rmsprop``'s with the same arguments (note the defaults differ: optax puts ``eps``
-  inside the square root by default).
+  always four stages, the third ``optax.identity()`` when ``momentum is None``. The state's
+  tree structure therefore depends only on the structural options (``centered``, ``momentum``
+  given or ``None``, ``learning_rate`` a schedule or not, ``weight_decay_mask`` given or not),
+  never on a number being a Python float or an array: ``optax.inject_hyperparams(rmsprop)``
+  has the same inner state as ``rmsprop``. A ``weight_decay`` of the Python number 0 (the
+  default) makes the last stage a pass-through, so ``update`` then needs no ``params``. For
+  every option ``optax.rmsprop`` also has, the trajectory equals ``optax.rmsprop``'s with the
+  same arguments (note the defaults differ: optax puts ``eps`` inside the square root by
+  default).
 
-  Hyperparameters may be Python numbers, arrays or tracers (jit arguments, vmapped sweeps,
-  ``optax.inject_hyperparams``); a Python float and the same float32 value passed as a jit
-  argument give bitwise-identical results, and a jitted step that takes them as arguments
-  compiles once. Concrete invalid values raise ``ValueError`` here, naming the argument.
+  Each state leaf that mirrors a parameter (``nu``, ``mu``, the momentum ``trace``) is built
+  with ``jnp.full_like`` and keeps that parameter's sharding; ``update`` is elementwise and
+  adds no collective. Hyperparameters may be Python numbers, arrays or tracers (jit arguments,
+  vmapped sweeps, ``optax.inject_hyperparams``); each is cast to the leaf's compute dtype
+  ``promote_types(dtype, float32)`` before any arithmetic, so float64 parameters get float64
+  hyperparameters, and a Python float and the same value passed as a float32 jit argument (a
+  float64 one for float64 parameters) give bitwise-identical results. A jitted step that
+  takes hyperparameters as arguments compiles once. Concrete invalid values raise
+  ``ValueError`` here, naming the argument; float and complex gradients only (an integer leaf
+  raises ``TypeError`` naming its path).
+
+  With ``eps=0`` a gradient entry that is 0 while its :math:`\nu` is still 0 gets a zero
+  update (not :math:`0/0`); every other entry is unaffected.
 
   Non-finite gradients are not hidden: they propagate into the state. To skip such steps and
   leave the state untouched, wrap the optimizer: ``optax.apply_if_finite(rmsprop(...),
@@ -81,7 +85,8 @@ def rmsprop(
     bias_correction: debias the moving averages as in Adam.
     weight_decay: :math:`\lambda \ge 0`, decoupled (AdamW-style) weight decay.
     weight_decay_mask: pytree of booleans or callable ``params -> mask`` selecting the
-      parameters to decay, as in ``optax.adamw``.
+      parameters to decay, as in ``optax.adamw`` (allowed with ``weight_decay=0`` too, so
+      that the state's structure does not depend on the value).
     accumulator_dtype: dtype to store :math:`\nu`, :math:`\mu` and the momentum buffer in
       (``jnp.bfloat16`` halves the state); arithmetic runs in float32 and updates keep the
       gradients' dtype.
@@ -114,7 +119,13 @@ def rmsprop(
   elif nesterov:
     raise ValueError("nesterov=True needs a momentum value; got momentum=None.")
   hp.check_scalar("weight_decay", weight_decay, minimum=0.0)
-  components = [
+  if momentum is None:
+    momentum_stage = optax.identity()
+  else:
+    momentum_stage = transform.momentum_buffer(
+        momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype
+    )
+  return optax.chain(
       transform.scale_by_rmsprop(
           decay,
           eps,
@@ -125,17 +136,6 @@ def rmsprop(
           accumulator_dtype=accumulator_dtype,
       ),
       transform.scale_by_learning_rate(learning_rate),
-  ]
-  if momentum is not None:
-    components.append(
-        transform.momentum_buffer(
-            momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype
-        )
-    )
-  if not is_static_zero(weight_decay):
-    components.append(
-        transform.add_decoupled_weight_decay(learning_rate, weight_decay, weight_decay_mask)
-    )
-  elif weight_decay_mask is not None:
-    raise ValueError("weight_decay_mask was given but weight_decay is 0: nothing to mask.")
-  return optax.chain(*components)
+      momentum_stage,
+      transform.add_decoupled_weight_decay(learning_rate, weight_decay, weight_decay_mask),
+  )

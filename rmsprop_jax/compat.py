@@ -12,16 +12,57 @@ keras_rmsprop      inside sqrt      0               inside momentum decoupled, -
 tf1_rmsprop        inside sqrt      1               inside momentum none
 =================  ===============  ==============  ==============  =====================
 
-Each preset is a chain of :mod:`rmsprop_jax.transform` primitives.
+Each preset is a chain of :mod:`rmsprop_jax.transform` primitives with a fixed number of stages.
+Weight decay is always a stage (stateless; a pass-through that needs no ``params`` when it is the
+Python number 0), so its value or type never changes the state. ``momentum`` follows its
+framework: the Python number 0 (the default) allocates no buffer, as PyTorch and Keras do, and
+any other value, arrays included, does; give momentum as an array from the start (or use
+:func:`rmsprop_jax.rmsprop`) if the structure must not depend on it.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import jax
 import optax
 
 from rmsprop_jax import hyperparameters as hp
 from rmsprop_jax import transform
-from rmsprop_jax.alias import is_static_zero
+from rmsprop_jax.tree_checks import check_floating, check_same_tree
+
+
+def _l2_penalty(weight_decay: hp.Scalar) -> optax.GradientTransformation:
+  """PyTorch's ``weight_decay``: ``g + wd * theta``; a pass-through for the Python number 0."""
+  pass_through = hp.is_static_zero(weight_decay)
+
+  def init_fn(params: optax.Params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates: optax.Updates, state: Any, params: optax.Params | None = None):
+    if pass_through:
+      return updates, state
+    if params is None:
+      raise ValueError("weight_decay needs the parameters: call update(grads, state, params).")
+    check_same_tree(params, updates, tree_name="params", reference_name="updates")
+    check_floating(updates, tree_name="updates")
+
+    def leaf_update(g, p):
+      dtype = transform.compute_dtype(g.dtype)
+      wd = hp.as_dtype(weight_decay, transform.real_dtype(g.dtype))
+      return (g.astype(dtype) + wd * p.astype(dtype)).astype(g.dtype)
+
+    return jax.tree.map(leaf_update, updates, params), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _momentum_stage(momentum: hp.Scalar) -> optax.GradientTransformation:
+  """The frameworks' convention: momentum given as the number 0 means no buffer at all."""
+  if hp.is_static_zero(momentum):
+    return optax.identity()
+  return transform.momentum_buffer(momentum)
 
 
 def pytorch_rmsprop(
@@ -69,16 +110,12 @@ def pytorch_rmsprop(
   hp.check_scalar("eps", eps, minimum=0.0)
   hp.check_scalar("weight_decay", weight_decay, minimum=0.0)
   hp.check_scalar("momentum", momentum, minimum=0.0, maximum=1.0, include_maximum=False)
-  components = []
-  if not is_static_zero(weight_decay):
-    components.append(optax.add_decayed_weights(weight_decay))
-  components.append(
-      transform.scale_by_rmsprop(alpha, eps, eps_in_sqrt=False, centered=centered)
+  return optax.chain(
+      _l2_penalty(weight_decay),
+      transform.scale_by_rmsprop(alpha, eps, eps_in_sqrt=False, centered=centered),
+      _momentum_stage(momentum),
+      transform.scale_by_learning_rate(lr),
   )
-  if not is_static_zero(momentum):
-    components.append(transform.momentum_buffer(momentum))
-  components.append(transform.scale_by_learning_rate(lr))
-  return optax.chain(*components)
 
 
 def keras_rmsprop(
@@ -114,15 +151,14 @@ def keras_rmsprop(
   hp.check_scalar("epsilon", epsilon, minimum=0.0)
   if weight_decay is not None:
     hp.check_scalar("weight_decay", weight_decay, minimum=0.0)
-  components = [
+  return optax.chain(
       transform.scale_by_rmsprop(rho, epsilon, eps_in_sqrt=True, centered=centered),
       transform.scale_by_learning_rate(learning_rate),
-  ]
-  if not is_static_zero(momentum):
-    components.append(transform.momentum_buffer(momentum))
-  if weight_decay is not None and not is_static_zero(weight_decay):
-    components.append(transform.add_decoupled_weight_decay(learning_rate, weight_decay))
-  return optax.chain(*components)
+      _momentum_stage(momentum),
+      transform.add_decoupled_weight_decay(
+          learning_rate, 0.0 if weight_decay is None else weight_decay
+      ),
+  )
 
 
 def tf1_rmsprop(
@@ -157,12 +193,10 @@ def tf1_rmsprop(
   hp.check_scalar("decay", decay, minimum=0.0, maximum=1.0)
   hp.check_scalar("momentum", momentum, minimum=0.0, maximum=1.0, include_maximum=False)
   hp.check_scalar("epsilon", epsilon, minimum=0.0)
-  components = [
+  return optax.chain(
       transform.scale_by_rmsprop(
           decay, epsilon, eps_in_sqrt=True, initial_scale=1.0, centered=centered
       ),
       transform.scale_by_learning_rate(learning_rate),
-  ]
-  if not is_static_zero(momentum):
-    components.append(transform.momentum_buffer(momentum))
-  return optax.chain(*components)
+      _momentum_stage(momentum),
+  )

@@ -1,4 +1,4 @@
-"""Hyperparameters: validated when the optimizer is built, canonical float32 inside ``update``.
+"""Hyperparameters: validated when the optimizer is built, cast to the leaf's dtype in ``update``.
 
 Every numeric hyperparameter may be a Python number, a NumPy or JAX array, or a tracer (a jit
 argument, a vmapped sweep axis, an ``optax.inject_hyperparams`` state entry). Two rules make the
@@ -6,12 +6,12 @@ three forms interchangeable:
 
 * **Validation at build time.** Concrete values are range-checked when the optimizer is built,
   and the error names the argument. Tracers carry no value, so only their shape is checked.
-* **One arithmetic for all forms.** Inside ``update`` every hyperparameter becomes a float32
-  scalar *before* any arithmetic. A concrete value additionally passes through
-  ``jax.lax.optimization_barrier`` so that XLA cannot constant-fold or algebraically rewrite
-  expressions around it (``x / c`` into ``x * (1 / c)``, say). The compiled arithmetic is
-  then the same whether the value arrived as a Python float or as a float32 jit argument, and
-  the results are bitwise identical (optax issues #1532 and #583 are the counter-example).
+* **One arithmetic for all forms.** Inside ``update`` every hyperparameter is cast to the
+  compute dtype of the leaf it acts on, ``promote_types(leaf dtype, float32)``, *before* any
+  arithmetic (:func:`as_dtype`): float32 for bfloat16/float16/float32 leaves, float64 for
+  float64 leaves. A Python float and the same value as a float32 array (or a float64 array for
+  float64 leaves) are then the same number in the same operations, and the results are bitwise
+  identical (optax issues #1532 and #583 are the counter-example).
 """
 
 from __future__ import annotations
@@ -80,15 +80,24 @@ def check_learning_rate(name: str, value: Any) -> None:
   check_scalar(name, value, minimum=0.0)
 
 
-def as_float32(value: Any) -> jax.Array:
-  """The canonical in-program form of a hyperparameter; call it inside ``update``.
+def as_dtype(value: Any, dtype: Any) -> jax.Array:
+  """The canonical in-program form of a hyperparameter: ``value`` cast to ``dtype``.
 
-  See the module docstring for why concrete values go through an optimization barrier.
+  Call it inside ``update`` with the compute dtype of the leaf the value acts on, and do all
+  arithmetic on hyperparameters after the cast (``1 - rho`` on the cast ``rho``), never before.
   """
-  array = jnp.asarray(value, dtype=jnp.float32)
-  if is_traced(value):
-    return array
-  return jax.lax.optimization_barrier(array)
+  return jnp.asarray(value, dtype=dtype)
+
+
+def is_static_zero(value: Any) -> bool:
+  """True for a Python (or NumPy) number equal to 0, known when the optimizer is built.
+
+  Such a value may skip work (no parameters needed for a weight decay of 0) but never changes
+  the state's structure: arrays and tracers, whose value may be 0 too, must give the same tree.
+  """
+  if isinstance(value, bool) or is_traced(value) or isinstance(value, jax.Array):
+    return False
+  return isinstance(value, (int, float, np.number)) and value == 0
 
 
 def _is_number_like(value: Any) -> bool:

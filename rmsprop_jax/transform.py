@@ -2,9 +2,10 @@
 
 Each function returns an ``optax.GradientTransformation`` over any pytree, with a ``NamedTuple``
 state. Hyperparameters may be Python numbers, arrays or tracers (see
-:mod:`rmsprop_jax.hyperparameters`). Arithmetic runs in ``promote_types(dtype, float32)``;
-accumulators are stored in ``accumulator_dtype`` (default: the parameter's dtype) and updates are
-returned in the gradient's dtype.
+:mod:`rmsprop_jax.hyperparameters`). Arithmetic, hyperparameters included, runs in each leaf's
+``promote_types(dtype, float32)``; accumulators are stored in ``accumulator_dtype`` (default: the
+parameter's dtype) and built with ``jnp.full_like``, so each keeps its parameter's sharding;
+updates are returned in the gradient's dtype.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from rmsprop_jax import hyperparameters as hp
-from rmsprop_jax.tree_checks import check_same_tree
+from rmsprop_jax.tree_checks import check_floating, check_same_tree
 
 
 class ScaleByRmsPropState(NamedTuple):
@@ -71,6 +72,15 @@ def compute_dtype(dtype: Any) -> jnp.dtype:
   return jnp.promote_types(dtype, jnp.float32)
 
 
+def real_dtype(dtype: Any) -> jnp.dtype:
+  """The real dtype hyperparameters and second moments take for a leaf of ``dtype``.
+
+  float32 for bfloat16, float16, float32 and complex64 leaves; float64 for float64 and
+  complex128 leaves.
+  """
+  return jnp.finfo(compute_dtype(dtype)).dtype
+
+
 def _storage_dtype(leaf: Any, accumulator_dtype: Any, *, real: bool, path: str, name: str) -> Any:
   """Dtype of an accumulator leaf for parameter ``leaf``."""
   leaf_dtype = jnp.result_type(leaf)
@@ -87,28 +97,20 @@ def _storage_dtype(leaf: Any, accumulator_dtype: Any, *, real: bool, path: str, 
 
 
 def _accumulators_like(params: Any, fill: Any, accumulator_dtype: Any, *, real: bool, name: str):
+  """One ``fill``-valued accumulator per parameter leaf, with that leaf's shape and sharding.
+
+  ``jnp.full_like`` (unlike ``jnp.full(shape, ...)``) places each accumulator like its parameter:
+  eagerly on any mesh, and under ``jit`` where the sharding is part of the type (explicit axes).
+  """
+  check_floating(params, tree_name="params")
+
   def leaf_fn(path, leaf):
     dtype = _storage_dtype(
         leaf, accumulator_dtype, real=real, path=jax.tree_util.keystr(path), name=name
     )
-    return jnp.full(jnp.shape(leaf), fill, dtype=dtype)
+    return jnp.full_like(leaf, fill, dtype=dtype)
 
   return jax.tree_util.tree_map_with_path(leaf_fn, params)
-
-
-def _map_leaves(fn: Any, tree: Any, *others: Any, num_outputs: int) -> tuple[Any, ...]:
-  """Applies ``fn`` leaf-wise over trees shaped like ``tree``; returns one tree per output.
-
-  Unzipping the results by flattening (not with ``jax.tree.map(..., is_leaf=is tuple)``) keeps
-  parameter trees that are themselves tuples, e.g. ``(w, b)``, from being taken for a result.
-  ``others`` must have ``tree``'s structure (callers check it with ``check_same_tree``).
-  """
-  leaves, treedef = jax.tree.flatten(tree)
-  other_leaves = [jax.tree.leaves(other) for other in others]
-  results = [fn(*args) for args in zip(leaves, *other_leaves, strict=True)]
-  return tuple(
-      jax.tree.unflatten(treedef, [result[i] for result in results]) for i in range(num_outputs)
-  )
 
 
 def _abs_sq(x: jax.Array) -> jax.Array:
@@ -193,57 +195,56 @@ def scale_by_rmsprop(
   def update_fn(updates: optax.Updates, state, params: optax.Params | None = None):
     del params
     check_same_tree(updates, state.nu, tree_name="updates", reference_name="optimizer state's nu")
-    rho = hp.as_float32(decay)
-    epsilon = hp.as_float32(eps)
+    check_floating(updates, tree_name="updates")
     count = optax.safe_increment(state.count)
-    if bias_correction:
-      debias = 1.0 - rho ** count.astype(jnp.float32)
-    else:
-      debias = None
 
-    def leaf_update(g, nu, mu=None):
-      dtype = compute_dtype(g.dtype)
-      g32 = g.astype(dtype)
-      squared = _abs_sq(g32)
-      # Accumulators are rounded to their storage dtype first and the step reads the stored
-      # value back (a no-op for float32 storage). With bfloat16 storage this keeps XLA to one
-      # pass per output: reading the unrounded value instead makes the update pass read the old
+    def debiased(average: jax.Array, real: Any) -> jax.Array:
+      if not bias_correction:
+        return average
+      return average / (1.0 - hp.as_dtype(decay, real) ** count.astype(real))
+
+    def moving_average(g, average, value_fn):
+      # Accumulators are rounded to their storage dtype, and `scale` reads the stored value
+      # back (a no-op for float32 storage). With bfloat16 storage this keeps XLA to one pass
+      # per output: reading the unrounded value instead makes the update pass read the old
       # accumulator while another pass overwrites it in place, so XLA copies the donated buffer.
-      new_nu = ((1.0 - rho) * squared + rho * nu.astype(squared.dtype)).astype(nu.dtype)
-      nu_hat = new_nu.astype(squared.dtype)
-      nu_hat = nu_hat if debias is None else nu_hat / debias
-      new_mu: jax.Array | None = None
-      if mu is None:
-        variance = nu_hat
-      else:
-        new_mu = ((1.0 - rho) * g32 + rho * mu.astype(dtype)).astype(mu.dtype)
-        mu_hat = new_mu.astype(dtype)
-        mu_hat = mu_hat if debias is None else mu_hat / debias
+      rho = hp.as_dtype(decay, real_dtype(g.dtype))
+      value = value_fn(g.astype(compute_dtype(g.dtype)))
+      return ((1.0 - rho) * value + rho * average.astype(value.dtype)).astype(average.dtype)
+
+    def scale(g, nu, mu=None):
+      real = real_dtype(g.dtype)
+      g_wide = g.astype(compute_dtype(g.dtype))
+      variance = debiased(nu.astype(real), real)
+      if mu is not None:
         # Mathematically nu - |mu|^2 >= 0 (Jensen); float rounding can push it just below 0,
         # where the square root would be NaN (bias-corrected first step: exactly g^2 - g^2).
-        variance = jnp.maximum(nu_hat - _abs_sq(mu_hat), 0.0)
+        mu_hat = debiased(mu.astype(g_wide.dtype), real)
+        variance = jnp.maximum(variance - _abs_sq(mu_hat), 0.0)
+      epsilon = hp.as_dtype(eps, real)
       if eps_in_sqrt:
         scaling = jax.lax.rsqrt(variance + epsilon)
       else:
         scaling = 1.0 / (jnp.sqrt(variance) + epsilon)
-      scaled = (scaling * g32).astype(g.dtype)
-      return scaled, new_nu, new_mu
+      # With eps = 0, a zero gradient where nu is still 0 would give 0 * inf = NaN; its update
+      # is 0 (g itself). Elsewhere scaling is finite and scaling * 0 is g, bit for bit.
+      scaled = jnp.where((g_wide == 0) & (variance == 0), g_wide, scaling * g_wide)
+      return scaled.astype(g.dtype)
 
+    new_nu = jax.tree.map(lambda g, nu: moving_average(g, nu, _abs_sq), updates, state.nu)
     if centered:
-      new_updates, new_nu, new_mu = _map_leaves(
-          leaf_update, updates, state.nu, state.mu, num_outputs=3
-      )
+      new_mu = jax.tree.map(lambda g, mu: moving_average(g, mu, lambda x: x), updates, state.mu)
+      new_updates = jax.tree.map(scale, updates, new_nu, new_mu)
       return new_updates, ScaleByCenteredRmsPropState(count=count, mu=new_mu, nu=new_nu)
-    new_updates, new_nu = _map_leaves(leaf_update, updates, state.nu, num_outputs=2)
+    new_updates = jax.tree.map(scale, updates, new_nu)
     return new_updates, ScaleByRmsPropState(count=count, nu=new_nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _learning_rate_at(learning_rate: hp.ScalarOrSchedule, count: Any) -> jax.Array:
-  if callable(learning_rate):
-    return jnp.asarray(learning_rate(count), dtype=jnp.float32)
-  return hp.as_float32(learning_rate)
+def _learning_rate_at(learning_rate: hp.ScalarOrSchedule, count: Any) -> Any:
+  """The learning rate for this step, as given: cast per leaf with ``hp.as_dtype``."""
+  return learning_rate(count) if callable(learning_rate) else learning_rate
 
 
 def _schedule_state(learning_rate: hp.ScalarOrSchedule):
@@ -261,9 +262,10 @@ def _next_schedule_state(learning_rate: hp.ScalarOrSchedule, state):
 def scale_by_learning_rate(learning_rate: hp.ScalarOrSchedule) -> optax.GradientTransformation:
   r"""Multiplies updates by :math:`-\eta_t` (a number or an optax schedule of the step count).
 
-  Unlike ``optax.scale_by_learning_rate``, the learning rate is canonicalised to float32 inside
-  ``update`` (static and traced values give bitwise-identical results) and updates keep the
-  gradient's dtype even when the learning rate is a float32 array.
+  Unlike ``optax.scale_by_learning_rate``, the learning rate is cast to each leaf's
+  :func:`real_dtype` before it is used (static and traced values give bitwise-identical
+  results; float64 leaves get a float64 learning rate) and updates keep the gradient's dtype
+  even when the learning rate is a float32 array.
 
   Args:
     learning_rate: :math:`\eta_t \ge 0`, a scalar or a callable ``count -> scalar``.
@@ -280,12 +282,15 @@ def scale_by_learning_rate(learning_rate: hp.ScalarOrSchedule) -> optax.Gradient
 
   def update_fn(updates: optax.Updates, state, params: optax.Params | None = None):
     del params
+    check_floating(updates, tree_name="updates")
     count, new_state = _next_schedule_state(learning_rate, state)
-    step_size = -_learning_rate_at(learning_rate, count)
-    new_updates = jax.tree.map(
-        lambda g: (step_size * g.astype(compute_dtype(g.dtype))).astype(g.dtype), updates
-    )
-    return new_updates, new_state
+    value = _learning_rate_at(learning_rate, count)
+
+    def leaf_update(g):
+      step_size = -hp.as_dtype(value, real_dtype(g.dtype))
+      return (step_size * g.astype(compute_dtype(g.dtype))).astype(g.dtype)
+
+    return jax.tree.map(leaf_update, updates), new_state
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -329,19 +334,23 @@ def momentum_buffer(
     check_same_tree(
         updates, state.trace, tree_name="updates", reference_name="momentum buffer"
     )
-    beta = hp.as_float32(momentum)
+    check_floating(updates, tree_name="updates")
 
-    def leaf_update(u, trace):
+    def new_trace(u, trace):
+      # As in scale_by_rmsprop: round to the storage dtype; `output` reads the stored buffer.
       dtype = compute_dtype(u.dtype)
-      u32 = u.astype(dtype)
-      # As in scale_by_rmsprop: round to the storage dtype, then read the stored buffer back.
-      new_trace = (u32 + beta * trace.astype(dtype)).astype(trace.dtype)
-      output = new_trace.astype(dtype)
-      output = u32 + beta * output if nesterov else output
-      return output.astype(u.dtype), new_trace
+      beta = hp.as_dtype(momentum, real_dtype(u.dtype))
+      return (u.astype(dtype) + beta * trace.astype(dtype)).astype(trace.dtype)
 
-    new_updates, new_trace = _map_leaves(leaf_update, updates, state.trace, num_outputs=2)
-    return new_updates, MomentumState(trace=new_trace)
+    def output(u, trace):
+      dtype = compute_dtype(u.dtype)
+      result = trace.astype(dtype)
+      if nesterov:
+        result = u.astype(dtype) + hp.as_dtype(momentum, real_dtype(u.dtype)) * result
+      return result.astype(u.dtype)
+
+    trace = jax.tree.map(new_trace, updates, state.trace)
+    return jax.tree.map(output, updates, trace), MomentumState(trace=trace)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -357,6 +366,11 @@ def add_decoupled_weight_decay(
   preconditioner nor accumulates in the momentum buffer (Loshchilov & Hutter, 2019; Keras 3's
   ``weight_decay``).
 
+  The state's structure depends on ``learning_rate`` being a schedule and on ``mask`` being
+  given, never on ``weight_decay``'s value or type. A ``weight_decay`` that is the Python number
+  0 makes the stage a pass-through that needs no ``params``; an array (even a zero one) always
+  computes :math:`u - \eta_t \lambda\,\theta`.
+
   Args:
     learning_rate: :math:`\eta_t`, the same scalar or schedule as the optimizer's.
     weight_decay: :math:`\lambda \ge 0`.
@@ -364,26 +378,33 @@ def add_decoupled_weight_decay(
       mask``) selecting the leaves to decay, as in ``optax.adamw``.
 
   Returns:
-    An ``optax.GradientTransformation``; ``update`` requires ``params``.
+    An ``optax.GradientTransformation``; ``update`` requires ``params`` unless
+    ``weight_decay`` is the number 0.
   """
   hp.check_learning_rate("learning_rate", learning_rate)
   hp.check_scalar("weight_decay", weight_decay, minimum=0.0)
+  pass_through = hp.is_static_zero(weight_decay)
 
   def init_fn(params: optax.Params):
     del params
     return _schedule_state(learning_rate)
 
   def update_fn(updates: optax.Updates, state, params: optax.Params | None = None):
+    count, new_state = _next_schedule_state(learning_rate, state)
+    if pass_through:
+      return updates, new_state
     if params is None:
       raise ValueError(
           "Decoupled weight decay needs the parameters: call update(grads, state, params)."
       )
     check_same_tree(params, updates, tree_name="params", reference_name="updates")
-    count, new_state = _next_schedule_state(learning_rate, state)
-    decay_step = _learning_rate_at(learning_rate, count) * hp.as_float32(weight_decay)
+    check_floating(updates, tree_name="updates")
+    value = _learning_rate_at(learning_rate, count)
 
     def leaf_update(u, p):
+      real = real_dtype(u.dtype)
       dtype = compute_dtype(u.dtype)
+      decay_step = hp.as_dtype(value, real) * hp.as_dtype(weight_decay, real)
       return (u.astype(dtype) - decay_step * p.astype(dtype)).astype(u.dtype)
 
     return jax.tree.map(leaf_update, updates, params), new_state

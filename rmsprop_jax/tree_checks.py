@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -47,4 +48,25 @@ def check_same_tree(tree: Any, reference: Any, *, tree_name: str, reference_name
           f"Leaf {jax.tree_util.keystr(path)} of the {tree_name} has shape {np.shape(leaf)}, "
           f"but the {reference_name} holds shape {np.shape(reference_leaf)} for it. Shapes "
           "must match exactly; nothing is broadcast."
+      )
+
+
+def check_floating(tree: Any, *, tree_name: str) -> None:
+  """Raises ``TypeError`` naming the first leaf of ``tree`` that is not float or complex.
+
+  Integer (or boolean, or ``float0``) gradients cannot be preconditioned: cast to the update's
+  dtype they are silently rounded or zeroed, so nothing is learned for that leaf.
+
+  Args:
+    tree: the pytree received (parameters, gradients).
+    tree_name: how to call ``tree`` in the message, e.g. ``"gradients"``.
+  """
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    dtype = np.result_type(leaf) if not hasattr(leaf, "dtype") else leaf.dtype
+    if not jnp.issubdtype(dtype, jnp.inexact):
+      raise TypeError(
+          f"Leaf {jax.tree_util.keystr(path)} of the {tree_name} has dtype {dtype}; RMSprop "
+          "needs float or complex leaves. To keep a non-trainable leaf (a step counter, an "
+          "index table) in the parameters, freeze it: optax.masked(optimizer, mask) with False "
+          "at that leaf, or optax.multi_transform with optax.set_to_zero() for it."
       )

@@ -169,8 +169,16 @@ def test_weight_decay_without_params_and_mismatched_params():
     optimizer.update(params, state)
   with pytest.raises(ValueError, match=r"\['w'\].*params"):
     optimizer.update(params, state, {"w": jnp.ones(1)})
-  with pytest.raises(ValueError, match="weight_decay_mask"):
-    rmsprop_jax.rmsprop(1e-2, weight_decay_mask={"w": True})
+
+
+def test_weight_decay_of_zero_needs_no_params_and_accepts_a_mask():
+  """The default weight_decay=0 keeps `update(grads, state)` working, as in optax.rmsprop."""
+  params = {"w": jnp.array([1.0, -2.0])}
+  plain = rmsprop_jax.rmsprop(1e-2)
+  updates, _ = plain.update(params, plain.init(params))
+  chex.assert_trees_all_close(updates, {"w": jnp.array([-1e-2, 1e-2]) * math.sqrt(10)})
+  masked = rmsprop_jax.rmsprop(1e-2, weight_decay_mask={"w": True})
+  chex.assert_trees_all_equal(masked.update(params, masked.init(params))[0], updates)
 
 
 def test_complex_parameters_refuse_a_real_accumulator_dtype():
