@@ -478,28 +478,46 @@ def hardware() -> dict[str, Any]:
   return info
 
 
+# Speed targets are judged on trees of at least this many parameters: below it a step takes
+# microseconds, dominated by dispatch overhead, and its arrays sit in the CPU's caches.
+MIN_TIMED_PARAMS = 1 << 20
+
+
 def check_targets(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-  """The issue's targets, each with the worst case measured and whether it was met."""
-  worst_reference = max(
-      (case["ratio_to_reference"][name], f"{name}, {case['tree']} {case['num_params']}")
-      for case in cases for name in OURS
-  )
-  control = [case["ratio_to_reference"][CONTROL] for case in cases]
-  targets: dict[str, Any] = {
-      "every variant <= 1.0x optax.rmsprop": {
-          "worst": worst_reference[0], "where": worst_reference[1],
-          "met": worst_reference[0] <= 1.0,
-          # Identical programs differ by this much on this machine.
-          "a_a_control_range": [min(control), max(control)],
-      },
+  """The issue's targets, each with the worst case measured and whether it was met.
+
+  A speed target with no case of at least :data:`MIN_TIMED_PARAMS` parameters (``--quick``)
+  is reported as not applicable (``met`` is ``None``), not as missed.
+  """
+  timed = [case for case in cases if case["num_params"] >= MIN_TIMED_PARAMS]
+  not_applicable = {
+      "met": None,
+      "reason": f"no case of >= {MIN_TIMED_PARAMS:,} parameters was measured",
   }
+  targets: dict[str, Any] = {}
+  if timed:
+    worst_reference = max(
+        (case["ratio_to_reference"][name], f"{name}, {case['tree']} {case['num_params']}")
+        for case in timed for name in OURS
+    )
+    control = [case["ratio_to_reference"][CONTROL] for case in timed]
+    targets["every variant <= 1.0x optax.rmsprop"] = {
+        "worst": worst_reference[0], "where": worst_reference[1],
+        "met": worst_reference[0] <= 1.0,
+        # Identical programs differ by this much on this machine.
+        "a_a_control_range": [min(control), max(control)],
+    }
+  else:
+    targets["every variant <= 1.0x optax.rmsprop"] = dict(not_applicable)
   torch_ratios = [(case["ratio_to_torch"][f"rmsprop_jax / {name}"],
                    f"{name}, {case['tree']} {case['num_params']}")
-                  for case in cases for name in TORCH if case["ratio_to_torch"]]
+                  for case in timed for name in TORCH if case["ratio_to_torch"]]
   if torch_ratios:
     worst_torch = max(torch_ratios)
     targets["rmsprop_jax <= 0.5x torch.optim.RMSprop"] = {
         "worst": worst_torch[0], "where": worst_torch[1], "met": worst_torch[0] <= 0.5}
+  elif any(case["ratio_to_torch"] for case in cases):
+    targets["rmsprop_jax <= 0.5x torch.optim.RMSprop"] = dict(not_applicable)
   half = [case["state_bytes_per_param"]["rmsprop_jax bf16"]
           / case["state_bytes_per_param"]["rmsprop_jax"] for case in cases]
   targets["bf16 state bytes = 0.5x float32"] = {"worst": max(half), "met": max(half) <= 0.5 + 1e-3}
@@ -511,6 +529,10 @@ def check_targets(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "worst": worst_bandwidth[0], "where": worst_bandwidth[1],
         "met": worst_bandwidth[0] >= 0.8,
         "optax.rmsprop_worst": min(case["bandwidth_vs_sgd"]["optax.rmsprop"] for case in large),
+    }
+  else:
+    targets["bandwidth >= 0.8x optax.sgd (>= 16M params)"] = {
+        "met": None, "reason": "no case of >= 16M parameters was measured",
     }
   return targets
 
@@ -544,15 +566,25 @@ def plot_results(cases: Sequence[Mapping[str, Any]], workdir: str) -> list[str]:
       axis.set_yscale("log" if quantity == "median_ms" else "linear")
       axis.set_xlabel("parameters")
       axis.set_ylabel(ylabel)
-      axis.set_title(f"{tree} ({tree_cases[0]['num_leaves']} leaves)")
+      leaves = tree_cases[0]["num_leaves"]
+      axis.set_title(f"{tree} ({leaves} leaf{'' if leaves == 1 else 's'})")
       axis.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
+    # Outside the panels, so that no curve is hidden behind it.
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     figure.tight_layout()
     path = os.path.join(workdir, filename)
     figure.savefig(path, dpi=120)
     plt.close(figure)
     paths.append(path)
   return paths
+
+
+def _bandwidth_cell(case: Mapping[str, Any], name: str) -> str:
+  """GB/s with its ratio to optax.sgd; in-cache cases get no ratio (it can exceed 100%)."""
+  gbs = f"{case['bandwidth_gbs'][name]:.1f} GB/s"
+  if case["num_params"] < MIN_TIMED_PARAMS:
+    return f"{gbs} (in cache)"
+  return f"{gbs} ({case['bandwidth_vs_sgd'][name]:.0%})"
 
 
 def markdown_report(result: Mapping[str, Any]) -> str:
@@ -598,8 +630,7 @@ def markdown_report(result: Mapping[str, Any]) -> str:
   for case in cases:
     lines.append(
         f"| {case['tree']} | {_millions(case['num_params'])} | "
-        + " | ".join(f"{case['bandwidth_gbs'][n]:.1f} GB/s ({case['bandwidth_vs_sgd'][n]:.0%})"
-                     for n in bandwidth_names) + " |")
+        + " | ".join(_bandwidth_cell(case, n) for n in bandwidth_names) + " |")
   lines += ["", "Optimizer state and bytes that must move per float32 parameter; passes over "
             "parameter-sized arrays in the compiled step (XLA fusions + copies, one-leaf tree):",
             "", "| implementation | state bytes / param | bytes that must move / param | "
@@ -636,6 +667,9 @@ def markdown_report(result: Mapping[str, Any]) -> str:
     lines += ["", f"Vmapped sweep: not available ({sweep['reason']})."]
   lines += ["", "Targets:", ""]
   for target, outcome in result["targets"].items():
+    if outcome["met"] is None:
+      lines.append(f"- {target}: not applicable ({outcome['reason']})")
+      continue
     where = f" ({outcome['where']})" if "where" in outcome else ""
     if "a_a_control_range" in outcome:
       low, high = outcome["a_a_control_range"]
