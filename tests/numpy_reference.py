@@ -59,10 +59,13 @@ class NumpyRmsprop:
         if c.centered:
           mu = mu / (1 - c.decay ** self.t)
       variance = np.maximum(nu - np.abs(mu) ** 2, 0.0) if c.centered else nu
-      if c.eps_in_sqrt:
-        scaled = g / np.sqrt(variance + c.eps)
-      else:
-        scaled = g / (np.sqrt(variance) + c.eps)
+      with np.errstate(divide="ignore", invalid="ignore"):
+        if c.eps_in_sqrt:
+          scaled = g / np.sqrt(variance + c.eps)
+        else:
+          scaled = g / (np.sqrt(variance) + c.eps)
+      # eps = 0: a zero gradient on a zero second moment moves nothing (instead of 0/0).
+      scaled = np.where((g == 0) & (variance == 0), 0.0, scaled)
       step = -lr * scaled
       if c.momentum is not None:
         self.buffer[k] = c.momentum * self.buffer[k] + step
