@@ -330,3 +330,13 @@ def test_pilot_scores_a_grid_and_picks_the_best_finite_value() -> None:
     pilot.best_learning_rate({0.1: float("nan")}, maximize=True)
   with pytest.raises(ValueError, match="study"):
     pilot.pilot_config("mnist", quick=True)
+
+
+def test_legend_labels_are_readable_not_config_keys() -> None:
+  config = nonstationary_config.get_config()
+  labels = {name: common.display_name(spec) for name, spec in config.optimizers.items()}
+  assert labels == {"sgd": "SGD", "momentum": "SGD + momentum", "adam": "Adam",
+                    "rmsprop_090": "RMSprop (decay 0.9)", "rmsprop_099": "RMSprop (decay 0.99)",
+                    "rmsprop_0999": "RMSprop (decay 0.999)"}
+  assert common.display_name({"kind": "rmsprop", "learning_rate": 1e-2, "decay": 0.999,
+                              "bias_correction": True}) == "RMSprop (decay 0.999, debiased)"

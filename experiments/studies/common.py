@@ -66,6 +66,28 @@ def describe_optimizer(spec: Mapping[str, Any]) -> str:
   return f"{spec['kind']}({details})"
 
 
+_KIND_NAMES = {"sgd": "SGD", "momentum": "SGD + momentum", "adam": "Adam", "rmsprop": "RMSprop"}
+
+
+def display_name(spec: Mapping[str, Any]) -> str:
+  """The legend label of an optimizer spec: its kind, and what sets an RMSprop variant apart.
+
+  >>> display_name({"kind": "rmsprop", "learning_rate": 0.01, "decay": 0.999, "centered": True})
+  'RMSprop (decay 0.999, centered)'
+  """
+  spec = dict(spec)
+  name = _KIND_NAMES[spec["kind"]]
+  if spec["kind"] != "rmsprop":
+    return name
+  details = [f"decay {spec.get('decay', 0.9):g}"]
+  details += [label for key, label in (("centered", "centered"), ("bias_correction", "debiased"),
+                                       ("eps_in_sqrt", "eps in sqrt"), ("nesterov", "Nesterov"))
+              if spec.get(key)]
+  if spec.get("momentum") is not None:
+    details.append(f"momentum {spec['momentum']:g}")
+  return f"{name} ({', '.join(details)})"
+
+
 def check_seeds(num_seeds: int) -> None:
   """Raises ``ValueError`` unless ``num_seeds`` is a positive integer."""
   if not isinstance(num_seeds, int) or num_seeds < 1:

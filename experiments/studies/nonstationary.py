@@ -269,12 +269,15 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[str, Mapping[
   figure, axis = common.plt.subplots(figsize=(11, 4))
   for name, curves in results.items():
     smoothed = moving_average(curves["normalized_error"], window)
-    common.plot_mean_and_range(axis, np.arange(smoothed.shape[1]), smoothed, name)
+    common.plot_mean_and_range(axis, np.arange(smoothed.shape[1]), smoothed,
+                               common.display_name(config.optimizers[name]))
   for jump in range(1, config.num_segments):
     axis.axvline(jump * config.segment_length, color="gray", linewidth=0.5)
   axis.set_yscale("log")
   axis.set_xlabel("step (gray lines: teacher jumps)")
   axis.set_ylabel(f"normalized tracking error ({window}-step mean)")
+  axis.set_title(f"Tracking a teacher that jumps every {config.segment_length} steps "
+                 f"(mean over {config.num_seeds} seeds, range shaded)")
   axis.legend(fontsize=8, ncol=3)
   timeline = common.save_figure(figure, workdir, "nonstationary_error.png")
 
@@ -283,12 +286,14 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[str, Mapping[
     seeds = curves["normalized_error"].shape[0]
     segments = curves["normalized_error"].reshape(seeds, config.num_segments, -1)[:, 1:]
     profile = moving_average(segments.mean(axis=1), max(1, window // 4))
-    common.plot_mean_and_range(axis, np.arange(profile.shape[1]), profile, name)
+    common.plot_mean_and_range(axis, np.arange(profile.shape[1]), profile,
+                               common.display_name(config.optimizers[name]))
   axis.axhline(config.recovery_threshold, color="black", linestyle="--",
                label=f"recovery threshold {config.recovery_threshold}")
   axis.set_yscale("log")
   axis.set_xlabel("steps since the teacher jumped")
   axis.set_ylabel("normalized tracking error (mean over jumps)")
+  axis.set_title("Recovery after a jump")
   axis.legend(fontsize=8)
   recovery = common.save_figure(figure, workdir, "nonstationary_recovery.png")
 

@@ -279,11 +279,9 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[str, Mapping[
   figure, axes = common.plt.subplots(1, 3, figsize=(16, 4))
   for name, result in results.items():
     style = "--" if name.startswith("rmsprop_") else "-"
-    common.plot_mean_and_range(axes[0], result["steps"], result["test_loss"], name, linestyle=style)
-    common.plot_mean_and_range(axes[1], result["steps"], result["test_accuracy"], name,
-                         linestyle=style)
-    common.plot_mean_and_range(axes[2], result["steps"], result["tail_accuracy"], name,
-                         linestyle=style)
+    label = common.display_name(config.optimizers[name])
+    for axis, key in zip(axes, ("test_loss", "test_accuracy", "tail_accuracy"), strict=True):
+      common.plot_mean_and_range(axis, result["steps"], result[key], label, linestyle=style)
   for axis, label in zip(axes, ("test loss (Zipf bags)", "test accuracy (Zipf bags)",
                                 "accuracy on tail-only bags"), strict=True):
     axis.set_xlabel("step")
@@ -297,8 +295,8 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[str, Mapping[
   for index, (axis, bucket) in enumerate(zip(axes, BUCKET_NAMES, strict=True)):
     for name, result in results.items():
       style = "--" if name.startswith("rmsprop_") else "-"
-      common.plot_mean_and_range(axis, result["steps"], result["sign_agreement"][:, :, index], name,
-                           linestyle=style)
+      common.plot_mean_and_range(axis, result["steps"], result["sign_agreement"][:, :, index],
+                                 common.display_name(config.optimizers[name]), linestyle=style)
     axis.set_title(f"{bucket} rows (≈{visits[bucket]:.3g} examples per row in the run)")
     axis.set_xlabel("step")
   axes[0].set_ylabel("sign agreement of u·e_f with teacher w_f")
@@ -307,7 +305,8 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[str, Mapping[
 
   figure, axis = common.plt.subplots(figsize=(6.5, 4))
   for name, moves in movement.items():
-    axis.plot(config.movement_gaps, moves, marker="o", label=name)
+    axis.plot(config.movement_gaps, moves, marker="o",
+              label=common.display_name(config.optimizers[name]))
   axis.set_xscale("log")
   axis.set_yscale("log")
   axis.set_xlabel("steps between the row's gradients (G)")
