@@ -68,6 +68,7 @@ from flax import nnx
 import rmsprop_jax
 from experiments import data as data_lib
 from experiments import models
+from rmsprop_jax import hyperparameters as rmsprop_hyperparameters
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
@@ -183,6 +184,8 @@ def make_optimizer(
   if "learning_rate" not in hparams:
     raise ValueError(f"hparams for {name!r} must contain learning_rate.")
   values = {**OPTIMIZER_DEFAULTS[name], **hparams}
+  if name != "rmsprop":  # rmsprop_jax.rmsprop checks its own arguments.
+    check_baseline_hparams(name, values)
   learning_rate = _schedule(values.pop("learning_rate"), schedule, total_steps, warmup_fraction)
   if name == "sgd":
     return optax.sgd(learning_rate)
@@ -191,6 +194,34 @@ def make_optimizer(
   if name == "adam":
     return optax.adam(learning_rate, b1=values["b1"], b2=values["b2"], eps=values["eps"])
   return rmsprop_jax.rmsprop(learning_rate, **values)
+
+
+# Valid ranges of the baselines' hyperparameters: (minimum, maximum, maximum included).
+_BASELINE_RANGES = {
+    "learning_rate": (0.0, math.inf, True),
+    "momentum": (0.0, 1.0, False),
+    "b1": (0.0, 1.0, False),
+    "b2": (0.0, 1.0, False),
+    "eps": (0.0, math.inf, True),
+}
+
+
+def check_baseline_hparams(name: str, values: Mapping[str, Any]) -> None:
+  """Raises ``ValueError`` naming ``optimizers.<name>.<key>`` for an out-of-range value.
+
+  optax validates none of these, so ``learning_rate=-1`` would train to a NaN loss silently.
+  Tracers (vmapped sweeps) are checked for shape only.
+  """
+  for key, value in values.items():
+    if key == "nesterov":
+      if not isinstance(value, bool):
+        raise TypeError(f"optimizers.{name}.nesterov must be True or False; got {value!r}.")
+      continue
+    minimum, maximum, include_maximum = _BASELINE_RANGES[key]
+    rmsprop_hyperparameters.check_scalar(
+        f"optimizers.{name}.{key}", value, minimum=minimum, maximum=maximum,
+        include_maximum=include_maximum,
+    )
 
 
 def _schedule(

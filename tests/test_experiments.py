@@ -347,3 +347,21 @@ def test_configs_are_complete(module):
 def test_run_comparison_rejects_unknown_optimizer(tmp_path):
   with pytest.raises(ValueError, match="adagrad"):
     compare.run_comparison(fast_config(), tmp_path, optimizers=["adagrad"], progress=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "hparams", "message"),
+    [
+        ("sgd", {"learning_rate": -1.0}, r"optimizers\.sgd\.learning_rate must be .* got -1\.0"),
+        ("sgd", {"learning_rate": float("nan")}, r"optimizers\.sgd\.learning_rate"),
+        ("momentum", {"learning_rate": 0.1, "momentum": 1.5}, r"optimizers\.momentum\.momentum"),
+        ("adam", {"learning_rate": 1e-3, "b2": 1.0}, r"optimizers\.adam\.b2 must be .*\[0, 1\)"),
+        ("adam", {"learning_rate": 1e-3, "eps": -1e-8}, r"optimizers\.adam\.eps"),
+    ],
+)
+def test_make_optimizer_checks_the_baselines_hyperparameters(name, hparams, message):
+  # optax checks none of these: a negative learning rate trained to a NaN loss with exit 0.
+  with pytest.raises(ValueError, match=message):
+    train.make_optimizer(name, hparams)
+  with pytest.raises(TypeError, match=r"optimizers\.momentum\.nesterov must be True or False"):
+    train.make_optimizer("momentum", {"learning_rate": 0.1, "nesterov": "yes"})
