@@ -278,7 +278,8 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[str, Mapping[
   axis.set_ylabel(f"normalized tracking error ({window}-step mean)")
   axis.set_title(f"Tracking a teacher that jumps every {config.segment_length} steps "
                  f"(mean over {config.num_seeds} seeds, range shaded)")
-  axis.legend(fontsize=8, ncol=3)
+  # Beside the panel: every part of the curves matters (the jumps and the settled error).
+  axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
   timeline = common.save_figure(figure, workdir, "nonstationary_error.png")
 
   figure, axis = common.plt.subplots(figsize=(6.5, 4))
