@@ -58,7 +58,10 @@ class MomentumState(NamedTuple):
 
 
 class ScheduleCountState(NamedTuple):
-  """State of transformations that evaluate a learning-rate schedule.
+  """State of the transformations that take a learning rate (a number or a schedule).
+
+  Kept for numbers too, so that the state's structure does not change when
+  ``optax.inject_hyperparams`` turns a schedule into a number.
 
   Attributes:
     count: number of updates applied so far (int32 scalar), the schedule's argument.
@@ -247,16 +250,13 @@ def _learning_rate_at(learning_rate: hp.ScalarOrSchedule, count: Any) -> Any:
   return learning_rate(count) if callable(learning_rate) else learning_rate
 
 
-def _schedule_state(learning_rate: hp.ScalarOrSchedule):
-  if callable(learning_rate):
-    return ScheduleCountState(count=jnp.zeros([], jnp.int32))
-  return optax.EmptyState()
+def _schedule_state() -> ScheduleCountState:
+  """A step counter, schedule or not: ``inject_hyperparams`` turns schedules into numbers."""
+  return ScheduleCountState(count=jnp.zeros([], jnp.int32))
 
 
-def _next_schedule_state(learning_rate: hp.ScalarOrSchedule, state):
-  if callable(learning_rate):
-    return state.count, ScheduleCountState(count=optax.safe_increment(state.count))
-  return None, state
+def _next_schedule_state(state: ScheduleCountState) -> tuple[jax.Array, ScheduleCountState]:
+  return state.count, ScheduleCountState(count=optax.safe_increment(state.count))
 
 
 def scale_by_learning_rate(learning_rate: hp.ScalarOrSchedule) -> optax.GradientTransformation:
@@ -271,19 +271,20 @@ def scale_by_learning_rate(learning_rate: hp.ScalarOrSchedule) -> optax.Gradient
     learning_rate: :math:`\eta_t \ge 0`, a scalar or a callable ``count -> scalar``.
 
   Returns:
-    An ``optax.GradientTransformation``; its state counts steps when ``learning_rate`` is a
-    schedule and is ``optax.EmptyState`` otherwise.
+    An ``optax.GradientTransformation`` with state :class:`ScheduleCountState` (the step count,
+    the schedule's argument), a schedule or not, so that the state's structure is the same
+    under ``optax.inject_hyperparams``, which evaluates schedules itself.
   """
   hp.check_learning_rate("learning_rate", learning_rate)
 
   def init_fn(params: optax.Params):
     del params
-    return _schedule_state(learning_rate)
+    return _schedule_state()
 
   def update_fn(updates: optax.Updates, state, params: optax.Params | None = None):
     del params
     check_floating(updates, tree_name="updates")
-    count, new_state = _next_schedule_state(learning_rate, state)
+    count, new_state = _next_schedule_state(state)
     value = _learning_rate_at(learning_rate, count)
 
     def leaf_update(g):
@@ -366,10 +367,10 @@ def add_decoupled_weight_decay(
   preconditioner nor accumulates in the momentum buffer (Loshchilov & Hutter, 2019; Keras 3's
   ``weight_decay``).
 
-  The state's structure depends on ``learning_rate`` being a schedule and on ``mask`` being
-  given, never on ``weight_decay``'s value or type. A ``weight_decay`` that is the Python number
-  0 makes the stage a pass-through that needs no ``params``; an array (even a zero one) always
-  computes :math:`u - \eta_t \lambda\,\theta`.
+  The state (:class:`ScheduleCountState`, inside ``optax.MaskedState`` with a ``mask``) depends
+  only on ``mask`` being given, never on ``weight_decay``'s value or type. A ``weight_decay``
+  that is the Python number 0 makes the stage a pass-through that needs no ``params``; an
+  array (even a zero one) always computes :math:`u - \eta_t \lambda\,\theta`.
 
   Args:
     learning_rate: :math:`\eta_t`, the same scalar or schedule as the optimizer's.
@@ -387,10 +388,10 @@ def add_decoupled_weight_decay(
 
   def init_fn(params: optax.Params):
     del params
-    return _schedule_state(learning_rate)
+    return _schedule_state()
 
   def update_fn(updates: optax.Updates, state, params: optax.Params | None = None):
-    count, new_state = _next_schedule_state(learning_rate, state)
+    count, new_state = _next_schedule_state(state)
     if pass_through:
       return updates, new_state
     if params is None:

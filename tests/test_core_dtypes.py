@@ -184,7 +184,8 @@ def test_integer_gradients_and_params_raise_naming_the_leaf_and_the_fix():
     float0_grads = jax.grad(lambda p: jnp.sum(p["w"] ** 2), allow_int=True)(params)
     optimizer.update(float0_grads, float_state, params)
   with pytest.raises(TypeError, match=r"\['step'\].*int32"):
-    rmsprop_jax.scale_by_learning_rate(0.1).update(grads, optax.EmptyState())
+    learning_rate = rmsprop_jax.scale_by_learning_rate(0.1)
+    learning_rate.update(grads, learning_rate.init(grads))
 
 
 def test_the_suggested_mask_freezes_an_integer_leaf():
