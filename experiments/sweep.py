@@ -740,6 +740,13 @@ def write_markdown(path: Path, summary: Mapping[str, Any]) -> None:
   path.write_text("\n".join(lines) + "\n")
 
 
+def _label_color(value: float, vmin: float) -> str:
+  """Black on viridis' light (yellow-green) upper range, white on its dark lower range."""
+  if not np.isfinite(value):
+    return "black"
+  return "black" if (value - vmin) / max(1.0 - vmin, 1e-9) > 0.55 else "white"
+
+
 def plot_heatmap(
     path: Path, records: Sequence[Mapping[str, Any]], x_name: str, y_name: str, title: str
 ) -> bool:
@@ -776,7 +783,7 @@ def plot_heatmap(
     for row, col in itertools.product(range(len(y_values)), range(len(x_values))):
       text = "x" if crossed[row, col] else f"{table[row, col]:.2f}"
       axes.text(col, row, text, ha="center", va="center", fontsize=7,
-                color="red" if crossed[row, col] else "white")
+                color="red" if crossed[row, col] else _label_color(table[row, col], vmin))
     axes.set_xticks(range(len(x_values)), [f"{x:.2g}" for x in x_values], rotation=45)
     axes.set_yticks(range(len(y_values)), [f"{y:.4g}" for y in y_values])
   else:
@@ -805,7 +812,7 @@ def plot_sensitivity(path: Path, records: Sequence[Mapping[str, Any]], title: st
   learning rates do not repeat, are drawn as points. Diverged trials are plotted at zero
   accuracy with a cross.
   """
-  figure, axes = plt.subplots(figsize=(7.5, 5))
+  figure, axes = plt.subplots(figsize=(8.5, 5))
   names = list(dict.fromkeys(r["optimizer"] for r in records))
   for index, name in enumerate(names):
     color = f"C{index}"
@@ -830,7 +837,8 @@ def plot_sensitivity(path: Path, records: Sequence[Mapping[str, Any]], title: st
   axes.set_ylabel("test accuracy (mean over seeds)")
   axes.set_title(title)
   axes.grid(True, which="both", alpha=0.3)
-  axes.legend(loc="lower left")
+  # Beside the axes: inside, it covered the low-accuracy ends of the curves.
+  axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)
