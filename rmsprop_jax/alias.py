@@ -88,8 +88,10 @@ def rmsprop(
       parameters to decay, as in ``optax.adamw`` (allowed with ``weight_decay=0`` too, so
       that the state's structure does not depend on the value).
     accumulator_dtype: dtype to store :math:`\nu`, :math:`\mu` and the momentum buffer in
-      (``jnp.bfloat16`` halves the state); arithmetic runs in float32 and updates keep the
-      gradients' dtype.
+      (``jnp.bfloat16`` halves the state); arithmetic runs in ``promote_types(dtype, float32)``
+      and updates keep the gradients' dtype. Under ``optax.inject_hyperparams`` pass
+      ``static_args=("accumulator_dtype",)``: a dtype is callable and would be taken for a
+      schedule.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.

@@ -152,7 +152,9 @@ def scale_by_rmsprop(
   Args:
     decay: :math:`\rho` in [0, 1], the averaging constant (PyTorch's ``alpha``, Keras'
       ``rho``).
-    eps: :math:`\epsilon \ge 0`, added to the denominator for numerical stability.
+    eps: :math:`\epsilon \ge 0`, added to the denominator for numerical stability. With
+      ``eps=0`` a gradient entry that is 0 while its :math:`\nu` is 0 gets update 0, not
+      :math:`0/0`.
     eps_in_sqrt: add ``eps`` inside the square root (Keras, TF1, optax's default) instead of
       outside it (PyTorch, this library's default).
     initial_scale: :math:`\nu_0 \ge 0`; TF1 starts at 1.0, everything else at 0.
@@ -160,8 +162,8 @@ def scale_by_rmsprop(
       mean square (Graves, 2013).
     bias_correction: divide the moving averages by :math:`1-\rho^t` as Adam does.
     accumulator_dtype: dtype to *store* ``nu`` and ``mu`` in (e.g. ``jnp.bfloat16`` halves the
-      state); arithmetic still runs in float32 on the stored (rounded) averages. ``None`` keeps
-      the parameters' dtype.
+      state); arithmetic still runs in :func:`compute_dtype` on the stored (rounded) averages.
+      ``None`` keeps the parameters' dtype.
 
   Returns:
     An ``optax.GradientTransformation`` with state :class:`ScaleByRmsPropState` or
@@ -310,7 +312,7 @@ def momentum_buffer(
     \text{output} = b_t \ \text{or, with nesterov,}\ u_t + \beta\, b_t.
 
   The same rule as ``optax.trace``; the buffer may be stored in ``accumulator_dtype`` while the
-  arithmetic runs in float32, and outputs keep the incoming updates' dtype.
+  arithmetic runs in :func:`compute_dtype`, and outputs keep the incoming updates' dtype.
 
   Args:
     momentum: :math:`\beta` in [0, 1).
