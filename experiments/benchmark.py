@@ -55,6 +55,7 @@ import optax
 from tqdm import tqdm
 
 import rmsprop_jax
+from experiments import cli
 from experiments import hardware as hardware_lib
 from experiments.hlo import count_passes
 
@@ -758,12 +759,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
       config = benchmark_config.get_config("quick")
     workdir = workdir_flag.value or os.path.join("runs", config.name)
+    cli.check_workdir(workdir)
     result = run_benchmark(config, workdir)
     print(open(os.path.join(workdir, "benchmark.md")).read())
     print(f"wrote {workdir}/benchmark.json, benchmark.md and {len(result['plots'])} plots "
           f"in {result['wall_time_s']:.1f} s")
 
-  app.run(run, argv=list(argv) if argv is not None else None)
+  cli.run(run, argv=argv)
 
 
 if __name__ == "__main__":

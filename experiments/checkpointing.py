@@ -329,10 +329,10 @@ class TrainCheckpointer:
       # Not damage: the checkpoint belongs to another model or optimizer configuration.
       missing = sorted(set(abstract_flat) - set(expected))
       unexpected = sorted(set(expected) - set(abstract_flat))
-      raise ValueError(
+      raise CheckpointMismatchError(
           f"checkpoint {where} holds the state of a different model or optimizer: the train "
           f"state needs {missing[:5]} which it lacks, and it has {unexpected[:5]} which the "
-          f"train state lacks. Use another workdir, or resume=False."
+          f"train state lacks. Pass another --workdir, or --config.resume=False to start over."
       )
     try:
       flat = dict(self._manager.restore(

@@ -68,9 +68,9 @@ import matplotlib
 import ml_collections
 import numpy as np
 
+from experiments import cli, train
 from experiments import data as data_lib
 from experiments import hardware as hardware_lib
-from experiments import train
 from experiments.serialization import to_jsonable
 
 matplotlib.use("Agg")
@@ -1105,6 +1105,7 @@ def main() -> None:
       raise app.UsageError(f"Unexpected command-line arguments: {argv[1:]}.")
     config = config_flag.value
     workdir = workdir_flag.value or os.path.join("runs", config.name)
+    cli.check_workdir(workdir)
     summary = run_sweep(config, workdir, sequential=sequential_flag.value)
     for name, best in summary["best"].items():
       if best is None:
@@ -1117,7 +1118,7 @@ def main() -> None:
     print(f"wrote {workdir}/sweep.json, sweep.md and {len(summary['plots'])} plots "
           f"in {summary['wall_time_s']:.1f} s")
 
-  app.run(run)
+  cli.run(run)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ import dataclasses
 import functools
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,7 +48,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments import checkpointing, serialization, sharding, train
+from experiments import checkpointing, cli, serialization, sharding, train
 from experiments import data as data_lib
 from experiments import distributed as distributed_lib
 from experiments.hlo import count_collectives
@@ -469,24 +468,9 @@ def write_summary(
   (workdir / "summary.md").write_text("\n".join(lines) + "\n")
 
 
-# Mistakes in the command, the config or the workdir: reported in a line, without a traceback.
-USER_ERRORS = (
-    checkpointing.CheckpointMismatchError,
-    checkpointing.CheckpointCorruptedError,
-    data_lib.DatasetUnavailableError,
-    data_lib.ChecksumError,
-)
-
-
-def _exit_with_user_error(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
-  raise SystemExit(2)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
   """Command line: ``--config <file>[:overrides]`` and ``--workdir`` (Flax-example style)."""
   from absl import app, flags
-  from absl import logging as absl_logging
   from ml_collections import config_flags
 
   config_flag = config_flags.DEFINE_config_file(
@@ -497,16 +481,10 @@ def main(argv: Sequence[str] | None = None) -> None:
   def run(args: Sequence[str]) -> None:
     if len(args) > 1:
       raise app.UsageError(f"Unexpected command-line arguments: {args[1:]}.")
-    # Orbax logs every file operation at INFO level through absl.
-    absl_logging.set_verbosity(absl_logging.WARNING)
     config = config_flag.value
     workdir = workdir_flag.value or str(Path("runs") / config.name)
-    if Path(workdir).exists() and not Path(workdir).is_dir():
-      _exit_with_user_error(f"--workdir={workdir} is a file; pass a folder (new or a run's).")
-    try:
-      result = train_and_evaluate(config, workdir)
-    except USER_ERRORS as error:
-      _exit_with_user_error(str(error))
+    cli.check_workdir(workdir)
+    result = train_and_evaluate(config, workdir)
     if distributed_lib.is_primary():
       final = result.history[-1] if result.history else {}
       print(
@@ -515,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"test accuracy {final.get('test_accuracy', float('nan')):.4f}; wrote {workdir}"
       )
 
-  app.run(run, argv=argv)
+  cli.run(run, argv=argv)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments import train
+from experiments import cli, train
 from experiments.serialization import to_jsonable
 
 matplotlib.use("Agg")
@@ -234,8 +234,9 @@ def run_main(
       raise app.UsageError(f"Unexpected command-line arguments: {argv[1:]}.")
     config = config_flag.value
     workdir = workdir_flag.value or os.path.join("runs", config.name)
+    cli.check_workdir(workdir)
     summary = train_and_evaluate(config, workdir)
     print(f"wrote {workdir}/summary.json, summary.md and {len(summary['plots'])} plots "
           f"in {summary['wall_time_s']:.1f} s")
 
-  app.run(main)
+  cli.run(main)

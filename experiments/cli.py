@@ -1,0 +1,117 @@
+"""What every command-line entry point shares: config-file checks, quiet start-up, user errors.
+
+A user's mistake (a missing config file, a field out of range, a checkpoint from another run, a
+missing data set) ends the command with one ``error:`` line and exit code 2; a bug keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from experiments import checkpointing
+from experiments import data as data_lib
+
+USAGE_ERROR_EXIT_CODE = 2
+
+
+class ConfigError(ValueError):
+  """A config field or command-line value that cannot work; the message names it and the fix."""
+
+
+# Mistakes in the command, the config, the workdir or the data, as opposed to bugs.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    checkpointing.CheckpointMismatchError,
+    checkpointing.CheckpointCorruptedError,
+    data_lib.DatasetUnavailableError,
+    data_lib.ChecksumError,
+)
+
+
+def fail(message: str) -> None:
+  """Prints ``error: <message>`` to stderr and exits with code 2."""
+  print(f"error: {message}", file=sys.stderr)
+  raise SystemExit(USAGE_ERROR_EXIT_CODE)
+
+
+def quiet_startup() -> None:
+  """Keeps JAX's and Orbax's INFO chatter (the absent TPU, file operations) off the terminal."""
+  from absl import logging as absl_logging
+
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  for name in ("jax._src.xla_bridge", "absl"):
+    logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def config_argument(argv: Sequence[str]) -> str | None:
+  """The value of ``--config`` in ``argv`` (``--config=x`` or ``--config x``), if any."""
+  for index, argument in enumerate(argv):
+    if argument.startswith("--config="):
+      return argument.split("=", 1)[1]
+    if argument == "--config" and index + 1 < len(argv):
+      return argv[index + 1]
+  return None
+
+
+def check_config_file(value: str) -> None:
+  """Raises :class:`ConfigError` unless ``value`` (``path[:arg]``) names a loadable config.
+
+  ml_collections would otherwise answer a missing file with two chained tracebacks, and an
+  argument to a ``get_config()`` that takes none with a ``TypeError``.
+  """
+  path, _, argument = value.partition(":")
+  if not Path(path).is_file():
+    configs = sorted(str(p) for p in Path("configs").glob("*.py") if p.name != "__init__.py")
+    raise ConfigError(
+        f"--config={value}: no such file. The configs are: {', '.join(configs) or 'configs/*.py'}."
+    )
+  spec = importlib.util.spec_from_file_location("_checked_config", path)
+  if spec is None or spec.loader is None:
+    raise ConfigError(f"--config={value}: not a Python file.")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  get_config = getattr(module, "get_config", None)
+  if not callable(get_config):
+    raise ConfigError(f"--config={value}: the file has no get_config() function.")
+  takes_argument = bool(inspect.signature(get_config).parameters)
+  if argument and not takes_argument:
+    raise ConfigError(
+        f"--config={value}: {path} takes no ':{argument}' variant; use --config={path} and "
+        f"override fields with --config.<field>=<value>."
+    )
+
+
+def check_workdir(workdir: str) -> None:
+  """Raises :class:`ConfigError` if ``workdir`` exists and is not a folder."""
+  if Path(workdir).exists() and not Path(workdir).is_dir():
+    raise ConfigError(f"--workdir={workdir} is a file; pass a folder (new, or a run's).")
+
+
+def run(main: Callable[[Sequence[str]], Any], argv: Sequence[str] | None = None) -> None:
+  """``absl.app.run(main)`` with the checks and error reporting described in the module doc."""
+  from absl import app
+
+  argv = list(sys.argv if argv is None else argv)
+  quiet_startup()
+  config = config_argument(argv[1:])
+  if config is not None:
+    try:
+      check_config_file(config)
+    except ConfigError as error:
+      fail(str(error))
+
+  def checked_main(args: Sequence[str]) -> Any:
+    quiet_startup()  # Again: app.run sets absl's verbosity from its flags.
+    try:
+      return main(args)
+    except USER_ERRORS as error:
+      fail(str(error))
+
+  app.run(checked_main, argv=argv)
