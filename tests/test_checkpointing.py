@@ -35,7 +35,7 @@ from experiments.checkpointing import (
     DataPosition,
     TrainCheckpointer,
 )
-from tests.test_sharding import REPO, result_line, run_in_subprocess, tiny_config
+from tests.conftest import REPO, result_line, run_in_subprocess, tiny_config
 
 TOTAL_STEPS = 22  # One epoch of the digits training set at batch 64.
 STOP_STEP = 11
@@ -330,7 +330,7 @@ def test_a_different_state_structure_is_not_called_corruption(two_checkpoints: P
 # A real kill -9 mid-epoch, then the same command again, as a user would run it.
 
 KILL_CONFIG = '''
-from tests.test_sharding import tiny_config
+from tests.conftest import tiny_config
 
 
 def get_config():

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from experiments import cli
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def run_module(module: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:

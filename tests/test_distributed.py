@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from experiments import checkpointing, distributed, sharding, train, train_distributed
-from tests.test_sharding import REPO, result_line, tiny_config
+from tests.conftest import REPO, result_line, tiny_config
 
 NUM_PROCESSES = 2
 DEVICES_PER_PROCESS = 2

@@ -1,0 +1,66 @@
+"""Helpers the test modules share: the repository root, subprocess runs, the tiny train config.
+
+Tests that need several (simulated) devices or a fresh process run code in a subprocess, because
+``XLA_FLAGS`` must be set before JAX starts and the rest of the suite keeps one CPU device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+# Parameters with fewer elements stay whole on every device in the tiny config's mesh.
+MIN_SHARD_SIZE = 256
+
+
+def run_in_subprocess(code: str, *, devices: int, timeout: float, cwd: Path = REPO) -> str:
+  """Runs ``code`` in a fresh interpreter with ``devices`` simulated CPU devices; its stdout."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+  completed = subprocess.run(
+      [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+      timeout=timeout,
+  )
+  assert completed.returncode == 0, (
+      f"subprocess failed ({completed.returncode}):\n{completed.stdout[-3000:]}\n"
+      f"{completed.stderr[-6000:]}"
+  )
+  return completed.stdout
+
+
+def result_line(stdout: str) -> Any:
+  """The JSON after the ``RESULT`` marker a subprocess printed."""
+  lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+  assert lines, f"no RESULT line in:\n{stdout[-3000:]}"
+  return json.loads(lines[-1][len("RESULT "):])
+
+
+def tiny_config() -> Any:
+  """The digits MLP with centred RMSprop and momentum, one epoch, no checkpoints."""
+  from configs import digits_distributed
+
+  config = digits_distributed.get_config()
+  # Pinned here so that changes to configs/digits.py do not move the tests' step counts.
+  config.dataset = "digits"
+  config.batch_size = 64
+  config.seed = 0
+  config.lr_schedule = "constant"
+  config.optimizer = "rmsprop"
+  config.tuned_from = ""
+  config.model = "mlp"
+  config.model_kwargs = {"hidden_sizes": (64, 32), "dropout_rate": 0.1}
+  config.num_epochs = 1
+  config.checkpoint_every = 0
+  config.resume = False
+  config.optimizers.rmsprop = {
+      "learning_rate": 1e-3, "decay": 0.9, "eps": 1e-8, "centered": True, "momentum": 0.9
+  }
+  config.mesh.min_shard_size = MIN_SHARD_SIZE
+  return config
