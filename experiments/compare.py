@@ -37,8 +37,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from experiments import data as data_lib
+from experiments import data_order, metrics, plots, train
 from experiments import hardware as hardware_lib
-from experiments import metrics, plots, train
 
 PLOTS = ("learning_curves.png", "per_class.png", "confusion_rmsprop.png")
 
@@ -60,7 +60,7 @@ def measure_input_pipeline(
   @jax.jit
   def produce_epoch(key: jax.Array) -> jax.Array:
     permutation_key, augment_key = jax.random.split(key)
-    batches = train.epoch_batches(permutation_key, images.shape[0], batch_size)
+    batches = data_order.epoch_batches(permutation_key, images.shape[0], batch_size)
     gathered = images[batches]  # (steps, batch, H, W, C)
     if augment:
       keys = jax.random.split(augment_key, batches.shape[0])

@@ -68,7 +68,7 @@ import matplotlib
 import ml_collections
 import numpy as np
 
-from experiments import cli, train
+from experiments import cli, data_order, train
 from experiments import data as data_lib
 from experiments import hardware as hardware_lib
 from experiments.serialization import to_jsonable
@@ -312,7 +312,7 @@ def make_trial_fn(
     optimizer = train.make_optimizer(
         setup.optimizer, {**fixed, **hparams}, schedule=setup.schedule, total_steps=total_steps
     )
-    init_key, data_key = jax.random.split(key)
+    init_key, data_key = data_order.seed_keys(key)
     state = train.init_train_state(setup.spec, optimizer, init_key)
 
     def epoch(
@@ -325,7 +325,7 @@ def make_trial_fn(
       return state, metrics["loss"]
 
     state, epoch_losses = jax.lax.scan(
-        epoch, state, jax.random.split(data_key, setup.num_epochs)
+        epoch, state, data_order.epoch_keys(data_key, setup.num_epochs)
     )
     metrics = {"epoch_train_loss": epoch_losses}
     for split in ("train", "validation", "test"):
@@ -531,11 +531,9 @@ def run_python_loop(
   ) -> tuple[train.TrainState, dict[str, jax.Array]]:
     return train.train_step(graphdef, optimizer_for(values), state, (images, labels), step_key)
 
-  @jax.jit
-  def epoch_plan(epoch_key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    permutation_key, steps_key = jax.random.split(epoch_key)
-    batches = train.epoch_batches(permutation_key, num_train, setup.batch_size)
-    return batches, jax.random.split(steps_key, batches.shape[0])
+  epoch_plan = jax.jit(functools.partial(
+      data_order.epoch_plan, num_examples=num_train, batch_size=setup.batch_size
+  ))
 
   evaluate = jax.jit(functools.partial(train.evaluate, graphdef,
                                        batch_size=setup.eval_batch_size))
@@ -550,9 +548,9 @@ def run_python_loop(
   timing = ModeTiming(runs=len(trials), runs_timed=len(trials))
   tick, tick_cpu = time.perf_counter(), time.process_time()
   values = {name: jnp.float32(value) for name, value in trials[0].items()}
-  init_key, data_key = jax.random.split(keys[0])
+  init_key, data_key = data_order.seed_keys(keys[0])
   state = init(values, init_key)
-  batches, step_keys = epoch_plan(jax.random.split(data_key, setup.num_epochs)[0])
+  batches, step_keys = epoch_plan(data_order.epoch_keys(data_key, setup.num_epochs)[0])
   rows = np.asarray(batches[0])
   jax.block_until_ready(step(values, state, host_images[rows], host_labels[rows], step_keys[0]))
   evaluate_all(state)
@@ -563,8 +561,8 @@ def run_python_loop(
   wall, cpu = time.perf_counter(), time.process_time()
   for hparams, key in zip(trials, keys, strict=True):
     values = {name: jnp.float32(value) for name, value in hparams.items()}
-    init_key, data_key = jax.random.split(key)
-    epoch_keys = jax.random.split(data_key, setup.num_epochs)
+    init_key, data_key = data_order.seed_keys(key)
+    epoch_keys = data_order.epoch_keys(data_key, setup.num_epochs)
     state = init(values, init_key)
     epoch_losses = []
     for epoch in range(setup.num_epochs):

@@ -67,7 +67,7 @@ from flax import nnx
 
 import rmsprop_jax
 from experiments import data as data_lib
-from experiments import models
+from experiments import data_order, models
 from rmsprop_jax import hyperparameters as rmsprop_hyperparameters
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
@@ -317,17 +317,6 @@ def augment_images(images: jax.Array, key: jax.Array, padding: int = 4) -> jax.A
   return jnp.where(flip, crops[:, :, ::-1], crops)
 
 
-def epoch_batches(
-    rng: jax.Array, num_examples: int, batch_size: int
-) -> jax.Array:
-  """A random permutation cut into ``(num_examples // batch_size, batch_size)`` indices."""
-  if batch_size < 1 or batch_size > num_examples:
-    raise ValueError(f"batch_size must be in [1, {num_examples}]; got {batch_size}.")
-  steps = num_examples // batch_size
-  permutation = jax.random.permutation(rng, num_examples)
-  return permutation[: steps * batch_size].reshape(steps, batch_size)
-
-
 def train_epoch(
     graphdef: nnx.GraphDef,
     optimizer: optax.GradientTransformation,
@@ -352,9 +341,7 @@ def train_epoch(
     The new state and the mean ``{"loss", "accuracy"}`` over the epoch's batches (measured on
     each batch before its update, in training mode).
   """
-  permutation_key, steps_key = jax.random.split(rng)
-  batches = epoch_batches(permutation_key, images.shape[0], batch_size)
-  step_keys = jax.random.split(steps_key, batches.shape[0])
+  batches, step_keys = data_order.epoch_plan(rng, images.shape[0], batch_size)
 
   def body(
       carry: TrainState, inputs: tuple[jax.Array, jax.Array]
@@ -527,8 +514,10 @@ def train_indexed_step(
     *,
     augment: bool = False,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """:func:`train_step` on batch ``index`` of an epoch's ``batches`` (from
-  :func:`epoch_batches`), gathered from the on-device data set inside the compiled step.
+  """:func:`train_step` on batch ``index`` of an epoch's ``batches``.
+
+  The batch's indices come from :func:`experiments.data_order.epoch_plan`; the examples are
+  gathered from the on-device data set inside the compiled step.
 
   This is the body of :func:`train_epoch` as a function of its own, for driving an epoch from
   Python one compiled step at a time (the fast way on XLA's CPU backend, see
@@ -618,7 +607,7 @@ def train_and_evaluate(
     return jax.vmap(fn, in_axes=in_axes) if vmap_seeds else fn
 
   def group_keys(group: list[int]) -> tuple[jax.Array, jax.Array]:
-    keys = [jax.random.split(jax.random.key(seed)) for seed in group]
+    keys = [data_order.seed_keys(seed) for seed in group]
     init_keys, data_keys = jnp.stack([k[0] for k in keys]), jnp.stack([k[1] for k in keys])
     return (init_keys, data_keys) if vmap_seeds else (init_keys[0], data_keys[0])
 
@@ -636,8 +625,8 @@ def train_and_evaluate(
     step = jnp.zeros((len(group),) if vmap_seeds else (), jnp.int32)
     group_states.append(TrainState(params, model_state, opt_state, step))
     group_data_keys.append(
-        jnp.stack([jax.random.split(key, config.num_epochs) for key in data_keys])
-        if vmap_seeds else jax.random.split(data_keys, config.num_epochs)
+        jnp.stack([data_order.epoch_keys(key, config.num_epochs) for key in data_keys])
+        if vmap_seeds else data_order.epoch_keys(data_keys, config.num_epochs)
     )
   jax.block_until_ready(eval_fn(group_states[0], test_images, test_labels))
   first_keys = group_data_keys[0][:, 0] if vmap_seeds else group_data_keys[0][0]
@@ -653,11 +642,9 @@ def train_and_evaluate(
         donate_argnums=0,
     ).lower(group_states[0], train_images, train_labels, first_keys).compile()
   else:
-    def plan(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-      permutation_key, steps_key = jax.random.split(key)
-      batches = epoch_batches(permutation_key, num_train, config.batch_size)
-      return batches, jax.random.split(steps_key, batches.shape[0])
-
+    plan = functools.partial(
+        data_order.epoch_plan, num_examples=num_train, batch_size=config.batch_size
+    )
     plan_fn = jax.jit(over_seeds(plan, 0)).lower(first_keys).compile()
     batches0, step_keys0 = plan_fn(first_keys)
     step_fn = jax.jit(

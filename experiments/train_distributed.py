@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments import checkpointing, cli, serialization, sharding, train
+from experiments import checkpointing, cli, data_order, serialization, sharding, train
 from experiments import data as data_lib
 from experiments import distributed as distributed_lib
 from experiments.hlo import count_collectives
@@ -287,8 +287,7 @@ def train_and_evaluate(
   # Keys are derived inside the compiled functions from the seed, so that every process
   # computes them identically and no process-local array enters a multi-process program.
   def seed_keys() -> tuple[jax.Array, jax.Array]:
-    init_key, data_key = jax.random.split(jax.random.key(config.seed))
-    return init_key, data_key
+    return data_order.seed_keys(config.seed)
 
   def init_fn() -> train.TrainState:
     return train.init_train_state(spec, optimizer, seed_keys()[0])
@@ -334,12 +333,8 @@ def train_and_evaluate(
 
   @functools.partial(jax.jit, out_shardings=(everywhere, everywhere))
   def epoch_plan(epoch: jax.Array) -> tuple[jax.Array, jax.Array]:
-    # The derivation of train.train_and_evaluate and train.train_epoch: the epoch's key is the
-    # epoch-th split of the data key; permutation and per-step keys are split from it.
-    epoch_key = jax.random.split(seed_keys()[1], config.num_epochs)[epoch]
-    permutation_key, steps_key = jax.random.split(epoch_key)
-    batches = train.epoch_batches(permutation_key, num_examples, config.batch_size)
-    return batches, jax.random.split(steps_key, num_steps)
+    epoch_key = data_order.epoch_keys(seed_keys()[1], config.num_epochs)[epoch]
+    return data_order.epoch_plan(epoch_key, num_examples, config.batch_size)
 
   step_fn = make_step_fn(graphdef, optimizer, state_shardings, mesh)
   examples = sharding.batch_sharding(mesh)
