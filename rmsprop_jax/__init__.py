@@ -17,7 +17,7 @@ from rmsprop_jax.transform import (
     scale_by_rmsprop,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "MomentumState",
