@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,8 +37,8 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from experiments import cli, data_order, metrics, plots, train
 from experiments import data as data_lib
-from experiments import data_order, metrics, plots, train
 from experiments import hardware as hardware_lib
 
 PLOTS = ("learning_curves.png", "per_class.png", "confusion_rmsprop.png")
@@ -95,18 +96,68 @@ def run_comparison(
   Returns:
     The summary written to ``summary.json``.
   """
+  train.check_config(config)
   workdir = Path(workdir) if workdir else Path("runs") / config.name
-  workdir.mkdir(parents=True, exist_ok=True)
   names = list(optimizers) if optimizers else [
       name for name in train.OPTIMIZERS if name in config.optimizers
   ]
   unknown = [name for name in names if name not in config.optimizers]
   if unknown or not names:
-    raise ValueError(
+    raise cli.ConfigError(
         f"optimizers {unknown or names} not in config.optimizers ({sorted(config.optimizers)})."
     )
+  check_replaceable(workdir)
   start = time.perf_counter()
   dataset = train.load_config_dataset(config)
+  train.check_data_fits(config, dataset)
+  # Everything is written into a fresh folder that replaces ``workdir`` only when the whole
+  # comparison has succeeded: a failed or interrupted run never mixes with an earlier one.
+  staging = workdir.parent / f".{workdir.name}.partial-{os.getpid()}"
+  shutil.rmtree(staging, ignore_errors=True)
+  staging.mkdir(parents=True)
+  try:
+    summary = _train_and_report(config, names, dataset, staging, start, progress)
+    publish(staging, workdir)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return summary
+
+
+def check_replaceable(workdir: Path) -> None:
+  """Raises :class:`experiments.cli.ConfigError` unless ``workdir`` may receive a comparison.
+
+  It may if it does not exist, is empty, or holds an earlier comparison (its ``summary.json``),
+  which the new run replaces whole. Any other folder is left alone.
+  """
+  if not workdir.exists():
+    return
+  if not workdir.is_dir():
+    raise cli.ConfigError(f"--workdir={workdir} is a file; pass a folder (new, or a run's).")
+  if any(workdir.iterdir()) and not (workdir / "summary.json").is_file():
+    raise cli.ConfigError(
+        f"--workdir={workdir} holds files that are not a comparison's (no summary.json); "
+        f"pass a new folder."
+    )
+
+
+def publish(staging: Path, workdir: Path) -> None:
+  """Replaces ``workdir`` (if any) by the finished ``staging`` folder."""
+  retired = workdir.parent / f".{workdir.name}.replaced-{os.getpid()}"
+  if workdir.exists():
+    workdir.rename(retired)
+  staging.rename(workdir)
+  shutil.rmtree(retired, ignore_errors=True)
+
+
+def _train_and_report(
+    config: ml_collections.ConfigDict,
+    names: Sequence[str],
+    dataset: data_lib.Dataset,
+    workdir: Path,
+    start: float,
+    progress: bool,
+) -> dict[str, Any]:
+  """Trains each optimizer of ``names`` and writes the report into ``workdir``."""
   results: list[train.RunResult] = []
   with tqdm(total=len(names) * config.num_epochs, desc=config.name, disable=not progress,
             unit="epoch") as bar:
@@ -241,31 +292,32 @@ def markdown_report(summary: dict[str, Any], class_names: Sequence[str]) -> str:
   return "\n".join(lines)
 
 
-def main(argv: Sequence[str]) -> None:
-  del argv
-  from absl import flags, logging
-
-  # Orbax logs every checkpoint step at INFO; keep the terminal to the progress bar.
-  logging.set_verbosity(logging.WARNING)
-
-  flags_values = flags.FLAGS
-  config = flags_values.config
-  summary = run_comparison(config, flags_values.workdir or None)
-  workdir = flags_values.workdir or os.path.join("runs", config.name)
-  print(f"wrote {workdir}/summary.json, summary.md, metrics.csv and plots")
-  for name, result in summary["optimizers"].items():
-    print(
-        f"  {name:9s} test accuracy {result['test_accuracy']:.4f} ± "
-        f"{result['test_accuracy_std']:.4f}  steps to target {result['steps_to_target']}"
-    )
-
-
-if __name__ == "__main__":
+def main(argv: Sequence[str] | None = None) -> None:
+  """``python -m experiments.compare --config configs/<name>.py [--workdir DIR]``."""
   from absl import app, flags
   from ml_collections import config_flags
 
-  config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", "", "Output folder; default runs/<config.name>.")
+  config_flag = config_flags.DEFINE_config_file(
+      "config", None, "Path to a config file (configs/*.py).", lock_config=True
+  )
+  workdir_flag = flags.DEFINE_string("workdir", "", "Output folder; default runs/<config.name>.")
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+
+  def run(args: Sequence[str]) -> None:
+    if len(args) > 1:
+      raise app.UsageError(f"Unexpected command-line arguments: {args[1:]}.")
+    config = config_flag.value
+    workdir = workdir_flag.value or os.path.join("runs", config.name)
+    summary = run_comparison(config, workdir)
+    print(f"wrote {workdir}/summary.json, summary.md, metrics.csv and plots")
+    for name, result in summary["optimizers"].items():
+      print(
+          f"  {name:9s} test accuracy {result['test_accuracy']:.4f} ± "
+          f"{result['test_accuracy_std']:.4f}  steps to target {result['steps_to_target']}"
+      )
+
+  cli.run(run, argv=argv)
+
+
+if __name__ == "__main__":
+  main()

@@ -54,7 +54,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -66,8 +66,8 @@ import optax
 from flax import nnx
 
 import rmsprop_jax
+from experiments import cli, data_order, models
 from experiments import data as data_lib
-from experiments import data_order, models
 from rmsprop_jax import hyperparameters as rmsprop_hyperparameters
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
@@ -486,6 +486,65 @@ def load_tuned_hparams(path: str | Path, name: str) -> dict[str, Any]:
   return tuned
 
 
+EPOCH_LOOPS = ("scan", "python")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises :class:`experiments.cli.ConfigError` naming the first field that cannot work.
+
+  Called before any data is loaded or any program compiled, so that a typo costs one line,
+  not minutes of training the other optimizers first. Checks names (data set, model,
+  optimizers, schedule), sizes, and every optimizer's hyperparameters (baselines too), with
+  the sweep's values when ``config.tuned_from`` names one.
+  """
+  def fail(message: str) -> None:
+    raise cli.ConfigError(message)
+
+  if config.dataset not in data_lib.DATASETS:
+    fail(f"config.dataset={config.dataset!r} is not one of {data_lib.DATASETS}.")
+  if config.model not in models.MODELS:
+    fail(f"config.model={config.model!r} is not one of {models.MODELS}.")
+  for field in ("batch_size", "eval_batch_size", "num_epochs", "num_seeds"):
+    value = config[field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      fail(f"config.{field} must be a whole number >= 1; got {value!r}.")
+  if config.get("epoch_loop", "scan") not in EPOCH_LOOPS:
+    fail(f"config.epoch_loop must be one of {EPOCH_LOOPS}; got {config.epoch_loop!r}.")
+  schedule = config.get("lr_schedule", "constant")
+  if schedule not in SCHEDULES:
+    fail(f"config.lr_schedule must be one of {SCHEDULES}; got {schedule!r}.")
+  if not 0.0 < config.target_accuracy <= 1.0:
+    fail(f"config.target_accuracy must be in (0, 1]; got {config.target_accuracy!r}.")
+  unknown = sorted(set(config.optimizers) - set(OPTIMIZERS))
+  if unknown:
+    fail(f"config.optimizers has unknown optimizer(s) {unknown}; the known ones are "
+         f"{OPTIMIZERS}.")
+  if not config.optimizers:
+    fail(f"config.optimizers is empty; name at least one of {OPTIMIZERS}.")
+  if config.optimizer not in OPTIMIZERS:
+    fail(f"config.optimizer={config.optimizer!r} is not one of {OPTIMIZERS}.")
+  tuned_from = config.get("tuned_from", "")
+  if tuned_from and not Path(tuned_from).is_file():
+    fail(f"config.tuned_from={tuned_from!r}: no such file. It is written by the sweep: run "
+         f"`make sweep` (or python -m experiments.sweep --config <a sweep config>) first.")
+  for name in config.optimizers:
+    try:
+      make_optimizer(name, resolve_hparams(config, name), schedule=schedule, total_steps=1000)
+    except (TypeError, ValueError) as error:
+      text = str(error)
+      fail(text if text.startswith("optimizers.") else f"config.optimizers.{name}: {text}")
+
+
+def check_data_fits(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> None:
+  """Raises :class:`experiments.cli.ConfigError` if a batch is larger than the training set."""
+  num_train = dataset.train_images.shape[0]
+  if config.batch_size > num_train:
+    raise cli.ConfigError(
+        f"config.batch_size={config.batch_size} is larger than the {num_train} training "
+        f"images of {dataset.name}; use at most {num_train}."
+    )
+
+
 def model_spec(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> ModelSpec:
   """The :class:`ModelSpec` a config asks for, shaped to the data set."""
   kwargs = config.model_kwargs.to_dict() if config.get("model_kwargs") else {}
@@ -575,8 +634,8 @@ def train_and_evaluate(
         f"num_seeds and num_epochs must be >= 1; got {config.num_seeds}, {config.num_epochs}."
     )
   epoch_loop = config.get("epoch_loop", "scan")
-  if epoch_loop not in ("scan", "python"):
-    raise ValueError(f"config.epoch_loop must be 'scan' or 'python'; got {epoch_loop!r}.")
+  if epoch_loop not in EPOCH_LOOPS:
+    raise ValueError(f"config.epoch_loop must be one of {EPOCH_LOOPS}; got {epoch_loop!r}.")
   dataset = dataset if dataset is not None else load_config_dataset(config)
   spec = model_spec(config, dataset)
   graphdef = model_graphdef(spec)
@@ -748,3 +807,46 @@ def save_checkpoint(path: Path, states: TrainState) -> None:
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(path.absolute(), target, force=True)
   checkpointer.wait_until_finished()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """``python -m experiments.train --config configs/digits.py [--workdir DIR]``.
+
+  Trains ``config.optimizer`` alone over the config's seeds and writes ``summary.json`` (the
+  comparison, :mod:`experiments.compare`, trains every optimizer of ``config.optimizers``).
+  """
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  from experiments import metrics
+  from experiments.serialization import to_jsonable
+
+  config_flag = config_flags.DEFINE_config_file(
+      "config", None, "Path to a config file (configs/*.py).", lock_config=True
+  )
+  workdir_flag = flags.DEFINE_string(
+      "workdir", "", "Output folder; default runs/<config.name>_<config.optimizer>."
+  )
+  flags.mark_flags_as_required(["config"])
+
+  def run(args: Sequence[str]) -> None:
+    if len(args) > 1:
+      raise app.UsageError(f"Unexpected command-line arguments: {args[1:]}.")
+    config = config_flag.value
+    check_config(config)
+    workdir = Path(workdir_flag.value or f"runs/{config.name}_{config.optimizer}")
+    cli.check_workdir(str(workdir))
+    dataset = load_config_dataset(config)
+    check_data_fits(config, dataset)
+    result = train_and_evaluate(config, workdir, dataset=dataset)
+    summary = metrics.summarize_run(result, dataset.num_classes, config.target_accuracy)
+    (workdir / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2))
+    print(f"{config.optimizer} on {config.name}: test accuracy {summary['test_accuracy']:.4f} "
+          f"± {summary['test_accuracy_std']:.4f} over {config.num_seeds} seed(s); wrote "
+          f"{workdir}/summary.json")
+
+  cli.run(run, argv=argv)
+
+
+if __name__ == "__main__":
+  main()

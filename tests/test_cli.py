@@ -59,3 +59,93 @@ def test_config_argument_is_found_in_both_spellings() -> None:
   assert cli.config_argument(["--config=a.py:quick", "--workdir=x"]) == "a.py:quick"
   assert cli.config_argument(["--workdir", "x", "--config", "b.py"]) == "b.py"
   assert cli.config_argument(["--workdir=x"]) is None
+
+
+# ------------------------------------------------------------------------------------------------
+# The comparison: the whole config is checked before any training.
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        ("--config.optimizer=rmsprp", ("config.optimizer='rmsprp'",)),
+        ("--config.optimizers.sgd.learning_rate=-1", ("optimizers.sgd.learning_rate", "-1")),
+        ("--config.optimizers.rmsprop.decay=1.5", ("config.optimizers.rmsprop", "decay")),
+        ("--config.optimizers.rmsprop.learning_rate=-1",
+         ("config.optimizers.rmsprop", "learning_rate")),
+        ("--config.batch_size=0", ("config.batch_size must be a whole number >= 1",)),
+        ("--config.batch_size=100000", ("config.batch_size=100000 is larger than the 1437",)),
+        ("--config.tuned_from=runs/no_such_sweep/sweep.json", ("no such file", "make sweep")),
+        ("--config.lr_schedule=cosin", ("config.lr_schedule must be one of",)),
+    ],
+)
+def test_comparison_config_mistakes_are_one_line_before_training(
+    tmp_path: Path, override: str, fragments: tuple[str, ...]
+) -> None:
+  completed = run_module("experiments.compare", "--config=configs/digits.py", override,
+                         f"--workdir={tmp_path / 'run'}")
+  assert_one_line_error(completed, *fragments)
+  assert not (tmp_path / "run").exists()  # Nothing was trained or written.
+
+
+def test_a_misspelt_optimizer_name_is_an_error_not_a_dropped_optimizer(tmp_path: Path) -> None:
+  config_file = tmp_path / "typo.py"
+  config_file.write_text(
+      "from configs import digits\n\n\n"
+      "def get_config():\n"
+      "  config = digits.get_config()\n"
+      "  config.optimizers.rmsprp = config.optimizers.rmsprop\n"
+      "  del config.optimizers['rmsprop']\n"
+      "  return config\n"
+  )
+  completed = run_module("experiments.compare", f"--config={config_file}",
+                         f"--workdir={tmp_path / 'run'}")
+  assert_one_line_error(completed, "unknown optimizer(s) ['rmsprp']")
+
+
+def test_a_workdir_with_other_files_is_not_replaced(tmp_path: Path) -> None:
+  (tmp_path / "notes.txt").write_text("mine")
+  completed = run_module("experiments.compare", "--config=configs/digits.py",
+                         f"--workdir={tmp_path}")
+  assert_one_line_error(completed, "not a comparison's")
+  assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_failed_comparison_leaves_the_previous_run_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+  from configs import digits
+  from experiments import compare, train
+
+  workdir = tmp_path / "digits"
+  workdir.mkdir()
+  (workdir / "summary.json").write_text('{"previous": true}')
+  (workdir / "rmsprop").mkdir()
+  real = train.train_and_evaluate
+  calls = []
+
+  def fail_on_the_second(config, *args, **kwargs):
+    calls.append(config.optimizer)
+    if len(calls) == 2:
+      raise RuntimeError("interrupted")
+    return real(config, *args, **kwargs)
+
+  monkeypatch.setattr(train, "train_and_evaluate", fail_on_the_second)
+  config = digits.get_config()
+  config.num_epochs, config.num_seeds = 1, 1
+  with pytest.raises(RuntimeError, match="interrupted"):
+    compare.run_comparison(config, workdir, progress=False)
+  assert (workdir / "summary.json").read_text() == '{"previous": true}'
+  assert sorted(path.name for path in workdir.iterdir()) == ["rmsprop", "summary.json"]
+  assert [path.name for path in tmp_path.iterdir()] == ["digits"]  # No partial folder left.
+
+
+def test_train_alone_trains_config_optimizer(tmp_path: Path) -> None:
+  completed = run_module(
+      "experiments.train", "--config=configs/digits.py", "--config.optimizer=rmsprop",
+      "--config.num_epochs=1", "--config.num_seeds=1", f"--workdir={tmp_path / 'run'}",
+  )
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  assert "rmsprop on digits: test accuracy" in completed.stdout
+  assert (tmp_path / "run" / "summary.json").is_file()
+  assert "Unable to initialize backend" not in completed.stderr
