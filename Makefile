@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= configs/digits.py
 
-.PHONY: run test lint bench sweep distributed venv clean
+.PHONY: run test lint bench sweep distributed docs venv clean
 
 venv: $(PY)
 
@@ -22,6 +22,10 @@ $(VENV)/.experiments-installed: pyproject.toml | $(PY)
 $(VENV)/.test-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@ $(VENV)/.experiments-installed
+
+$(VENV)/.docs-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $@
 
 run: $(VENV)/.experiments-installed
 	$(PY) -m experiments.compare --config $(CONFIG)
@@ -45,5 +49,10 @@ sweep: $(VENV)/.experiments-installed
 distributed: $(VENV)/.experiments-installed
 	$(PY) -m experiments.distributed_layouts --workdir runs/distributed_layouts
 
+# The documentation site (API reference from the docstrings, recipes, write-ups) into
+# docs/_build/html; every Sphinx warning is an error. Open docs/_build/html/index.html.
+docs: $(VENV)/.docs-installed
+	$(PY) -m sphinx -E -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache docs/_build docs/_autosummary
