@@ -12,7 +12,7 @@ import rmsprop_jax  # noqa: E402
 
 project = "rmsprop_jax"
 author = "rmsprop_jax authors"
-copyright = "2026, rmsprop_jax authors"  # noqa: A001
+copyright = "2026, rmsprop_jax authors"
 release = rmsprop_jax.__version__
 version = release
 
