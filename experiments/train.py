@@ -590,6 +590,99 @@ def train_indexed_step(
   return train_step(graphdef, optimizer, state, (batch_images, labels[indices]), key)
 
 
+@dataclasses.dataclass(frozen=True)
+class SeedGroups:
+  """How a run's seeds are laid out: all in one vmapped program, or one after another.
+
+  With ``vmap_seeds`` there is one group holding every seed and each function is vmapped over
+  it (fills an accelerator); otherwise each seed is a group of its own and runs the unvmapped
+  function (on a CPU a vmapped convolution over seeds becomes a grouped convolution, measured
+  4.6x slower than one seed instead of 3x). Results agree either way up to float rounding.
+  """
+
+  seeds: tuple[int, ...]
+  vmap_seeds: bool
+
+  @property
+  def groups(self) -> list[tuple[int, ...]]:
+    """The seed groups, in the order they are trained."""
+    return [self.seeds] if self.vmap_seeds else [(seed,) for seed in self.seeds]
+
+  def over_seeds(self, fn: Any, in_axes: Any) -> Any:
+    """``fn`` as it runs on one group: vmapped over the seed axis, or unchanged."""
+    return jax.vmap(fn, in_axes=in_axes) if self.vmap_seeds else fn
+
+  def keys(self, group: Sequence[int], num_epochs: int) -> tuple[jax.Array, jax.Array]:
+    """The group's initialisation keys and its epoch keys ``(seeds?, num_epochs)``."""
+    keys = [data_order.seed_keys(seed) for seed in group]
+    init_keys = jnp.stack([init_key for init_key, _ in keys])
+    epoch_keys = jnp.stack([data_order.epoch_keys(data_key, num_epochs) for _, data_key in keys])
+    return (init_keys, epoch_keys) if self.vmap_seeds else (init_keys[0], epoch_keys[0])
+
+  def epoch_key(self, epoch_keys: jax.Array, epoch: int) -> jax.Array:
+    """Epoch ``epoch``'s key(s) from :meth:`keys`' second output."""
+    return epoch_keys[:, epoch] if self.vmap_seeds else epoch_keys[epoch]
+
+  def stacked(self, states: Sequence[TrainState]) -> TrainState:
+    """The groups' states as one state with a leading seed axis."""
+    if self.vmap_seeds:
+      return states[0]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+
+def compile_epoch(
+    config: ml_collections.ConfigDict,
+    layout: SeedGroups,
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    first_key: jax.Array,
+) -> Any:
+  """The compiled ``(state, images, labels, epoch_key) -> (state, mean metrics)`` of a group.
+
+  ``config.epoch_loop`` chooses the layout: ``"scan"`` compiles the whole epoch as one
+  ``lax.scan`` (:func:`train_epoch`); ``"python"`` calls one compiled step per batch
+  (:func:`train_indexed_step`). Either way the data set stays on the device and batches are
+  gathered by index inside the compiled code. Compiled ahead of time on the first group's
+  ``state`` and ``first_key``.
+  """
+  augment = bool(config.get("augment", False))
+  if config.get("epoch_loop", "scan") == "scan":
+    scanned = functools.partial(
+        train_epoch, graphdef, optimizer, batch_size=config.batch_size, augment=augment,
+        unroll=config.get("scan_unroll", 1),
+    )
+    return jax.jit(layout.over_seeds(scanned, (0, None, None, 0)), donate_argnums=0).lower(
+        state, images, labels, first_key
+    ).compile()
+
+  plan = functools.partial(
+      data_order.epoch_plan, num_examples=images.shape[0], batch_size=config.batch_size
+  )
+  plan_fn = jax.jit(layout.over_seeds(plan, 0)).lower(first_key).compile()
+  batches, step_keys = plan_fn(first_key)
+  step = functools.partial(train_indexed_step, graphdef, optimizer, augment=augment)
+  step_fn = jax.jit(
+      layout.over_seeds(step, (0, None, None, 0, 0, None)), donate_argnums=0
+  ).lower(state, images, labels, batches, step_keys, jnp.zeros((), jnp.int32)).compile()
+  step_indices = [jnp.asarray(index, jnp.int32) for index in range(batches.shape[-2])]
+
+  def epoch_fn(
+      state: TrainState, images: jax.Array, labels: jax.Array, key: jax.Array
+  ) -> tuple[TrainState, dict[str, jax.Array]]:
+    batches, step_keys = plan_fn(key)
+    step_metrics = []
+    for index in step_indices:
+      state, metrics = step_fn(state, images, labels, batches, step_keys, index)
+      step_metrics.append(metrics)
+    return state, jax.tree.map(lambda *values: jnp.mean(jnp.stack(values), axis=0),
+                               *step_metrics)
+
+  return epoch_fn
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str | Path,
@@ -600,17 +693,10 @@ def train_and_evaluate(
   """Trains ``config.optimizer`` on ``config.dataset`` for ``config.num_seeds`` seeds.
 
   Seed ``s`` (``config.seed + i``) fixes the initial weights, the data order and the dropout
-  masks; the same seeds give every optimizer the same initial weights and data order. After
-  each epoch the whole test set is evaluated. How the work is laid out follows two config
-  fields, chosen per hardware (the results do not depend on them beyond float rounding):
-
-  * ``vmap_seeds``: all seeds in one vmapped program (fills an accelerator), or one seed after
-    another through the same compiled program (on a CPU a vmapped convolution over seeds
-    becomes a grouped convolution, measured 4.6x slower than one seed instead of 3x).
-  * ``epoch_loop``: ``"scan"`` compiles a whole epoch as one ``lax.scan``
-    (:func:`train_epoch`); ``"python"`` calls one compiled step per batch
-    (:func:`train_indexed_step`). Either way the data set lives on the device and batches are
-    gathered by index inside the compiled code.
+  masks (:mod:`experiments.data_order`); the same seeds give every optimizer the same initial
+  weights and data order. After each epoch the whole test set is evaluated. The layout follows
+  ``config.vmap_seeds`` (:class:`SeedGroups`) and ``config.epoch_loop``
+  (:func:`compile_epoch`), chosen per hardware.
 
   Compilation is timed apart (ahead-of-time); ``train_time_s`` is the time of the training
   steps alone, ``eval_time_s`` that of the test evaluations, and ``wall_time_s`` everything
@@ -636,98 +722,44 @@ def train_and_evaluate(
   epoch_loop = config.get("epoch_loop", "scan")
   if epoch_loop not in EPOCH_LOOPS:
     raise ValueError(f"config.epoch_loop must be one of {EPOCH_LOOPS}; got {epoch_loop!r}.")
+
+  # The model, the optimizer and the data.
   dataset = dataset if dataset is not None else load_config_dataset(config)
   spec = model_spec(config, dataset)
   graphdef = model_graphdef(spec)
-  name = config.optimizer
-  hparams = resolve_hparams(config, name)
-  num_train = dataset.train_images.shape[0]
-  steps_per_epoch = num_train // config.batch_size
+  hparams = resolve_hparams(config, config.optimizer)
+  steps_per_epoch = dataset.train_images.shape[0] // config.batch_size
   optimizer = make_optimizer(
-      name,
-      hparams,
-      schedule=config.get("lr_schedule", "constant"),
+      config.optimizer, hparams, schedule=config.get("lr_schedule", "constant"),
       total_steps=steps_per_epoch * config.num_epochs,
   )
-  augment = bool(config.get("augment", False))
+  train_images, train_labels, test_images, test_labels = (
+      jax.device_put(array) for array in (dataset.train_images, dataset.train_labels,
+                                          dataset.test_images, dataset.test_labels)
+  )
 
-  train_images = jax.device_put(dataset.train_images)
-  train_labels = jax.device_put(dataset.train_labels)
-  test_images = jax.device_put(dataset.test_images)
-  test_labels = jax.device_put(dataset.test_labels)
-
-  # Seed groups: one group of all seeds when vmapped, else one group per seed. Every function
-  # below is vmapped over the group axis, so a group of one runs unvmapped code.
-  seeds = [config.seed + index for index in range(config.num_seeds)]
-  vmap_seeds = bool(config.get("vmap_seeds", True))
-  groups = [seeds] if vmap_seeds else [[seed] for seed in seeds]
-
-  def over_seeds(fn: Any, in_axes: Any) -> Any:
-    return jax.vmap(fn, in_axes=in_axes) if vmap_seeds else fn
-
-  def group_keys(group: list[int]) -> tuple[jax.Array, jax.Array]:
-    keys = [data_order.seed_keys(seed) for seed in group]
-    init_keys, data_keys = jnp.stack([k[0] for k in keys]), jnp.stack([k[1] for k in keys])
-    return (init_keys, data_keys) if vmap_seeds else (init_keys[0], data_keys[0])
-
-  # The variables and the evaluation do not depend on the optimizer: their compiled programs
-  # are cached per model (see _shared_programs) and reused by every optimizer of a comparison.
+  # One train state per seed group; the init and evaluation programs are shared by every
+  # optimizer of a comparison (they do not depend on it; see _shared_programs).
+  layout = SeedGroups(tuple(config.seed + i for i in range(config.num_seeds)),
+                      bool(config.get("vmap_seeds", True)))
   init_fn, eval_fn = _shared_programs(
-      spec, vmap_seeds, int(config.get("eval_batch_size", 1000))
+      spec, layout.vmap_seeds, int(config.get("eval_batch_size", 1000))
   )
   compile_start = time.perf_counter()
-  group_states, group_data_keys = [], []
-  for group in groups:
-    init_keys, data_keys = group_keys(group)
+  states, epoch_keys = [], []
+  for group in layout.groups:
+    init_keys, keys = layout.keys(group, config.num_epochs)
     params, model_state = init_fn(init_keys)
-    opt_state = over_seeds(optimizer.init, 0)(params)
-    step = jnp.zeros((len(group),) if vmap_seeds else (), jnp.int32)
-    group_states.append(TrainState(params, model_state, opt_state, step))
-    group_data_keys.append(
-        jnp.stack([data_order.epoch_keys(key, config.num_epochs) for key in data_keys])
-        if vmap_seeds else data_order.epoch_keys(data_keys, config.num_epochs)
-    )
-  jax.block_until_ready(eval_fn(group_states[0], test_images, test_labels))
-  first_keys = group_data_keys[0][:, 0] if vmap_seeds else group_data_keys[0][0]
-  if epoch_loop == "scan":
-    epoch_fn = jax.jit(
-        over_seeds(
-            functools.partial(
-                train_epoch, graphdef, optimizer, batch_size=config.batch_size, augment=augment,
-                unroll=config.get("scan_unroll", 1),
-            ),
-            (0, None, None, 0),
-        ),
-        donate_argnums=0,
-    ).lower(group_states[0], train_images, train_labels, first_keys).compile()
-  else:
-    plan = functools.partial(
-        data_order.epoch_plan, num_examples=num_train, batch_size=config.batch_size
-    )
-    plan_fn = jax.jit(over_seeds(plan, 0)).lower(first_keys).compile()
-    batches0, step_keys0 = plan_fn(first_keys)
-    step_fn = jax.jit(
-        over_seeds(
-            functools.partial(train_indexed_step, graphdef, optimizer, augment=augment),
-            (0, None, None, 0, 0, None),
-        ),
-        donate_argnums=0,
-    ).lower(group_states[0], train_images, train_labels, batches0, step_keys0,
-            jnp.zeros((), jnp.int32)).compile()
-    step_indices = [jnp.asarray(index, jnp.int32) for index in range(steps_per_epoch)]
-
-    def epoch_fn(
-        state: TrainState, images: jax.Array, labels: jax.Array, key: jax.Array
-    ) -> tuple[TrainState, dict[str, jax.Array]]:
-      batches, step_keys = plan_fn(key)
-      step_metrics = []
-      for index in step_indices:
-        state, metrics = step_fn(state, images, labels, batches, step_keys, index)
-        step_metrics.append(metrics)
-      return state, jax.tree.map(lambda *values: jnp.mean(jnp.stack(values), axis=0),
-                                 *step_metrics)
+    opt_state = layout.over_seeds(optimizer.init, 0)(params)
+    step = jnp.zeros((len(group),) if layout.vmap_seeds else (), jnp.int32)
+    states.append(TrainState(params, model_state, opt_state, step))
+    epoch_keys.append(keys)
+  jax.block_until_ready(eval_fn(states[0], test_images, test_labels))
+  epoch_fn = compile_epoch(config, layout, graphdef, optimizer, states[0], train_images,
+                           train_labels, layout.epoch_key(epoch_keys[0], 0))
   compile_time = time.perf_counter() - compile_start
 
+  # Train every group an epoch at a time, evaluating the test set after each epoch.
   history: dict[str, list[np.ndarray]] = {
       "train_loss": [], "train_accuracy": [], "test_loss": [], "test_accuracy": []
   }
@@ -736,40 +768,36 @@ def train_and_evaluate(
   for epoch in range(config.num_epochs):
     epoch_values: dict[str, list[np.ndarray]] = {key: [] for key in history}
     predictions = []
-    for index, keys in enumerate(group_data_keys):
+    for index, keys in enumerate(epoch_keys):
       tick = time.perf_counter()
-      epoch_key = keys[:, epoch] if vmap_seeds else keys[epoch]
-      group_states[index], train_metrics = epoch_fn(
-          group_states[index], train_images, train_labels, epoch_key
+      states[index], train_metrics = epoch_fn(
+          states[index], train_images, train_labels, layout.epoch_key(keys, epoch)
       )
       train_metrics = jax.device_get(train_metrics)
       tock = time.perf_counter()
-      evaluation = jax.device_get(eval_fn(group_states[index], test_images, test_labels))
+      evaluation = jax.device_get(eval_fn(states[index], test_images, test_labels))
       eval_time += time.perf_counter() - tock
       train_time += tock - tick
-      for key, values in (("train", train_metrics), ("test", evaluation)):
-        epoch_values[f"{key}_loss"].append(np.atleast_1d(values["loss"]))
-        epoch_values[f"{key}_accuracy"].append(np.atleast_1d(values["accuracy"]))
+      for split, values in (("train", train_metrics), ("test", evaluation)):
+        epoch_values[f"{split}_loss"].append(np.atleast_1d(values["loss"]))
+        epoch_values[f"{split}_accuracy"].append(np.atleast_1d(values["accuracy"]))
       predictions.append(np.asarray(evaluation["predictions"]).reshape(-1, len(test_labels)))
     for key, values in epoch_values.items():
       history[key].append(np.concatenate(values))
     if progress is not None:
       progress.set_postfix(
-          optimizer=name, epoch=epoch + 1,
+          optimizer=config.optimizer, epoch=epoch + 1,
           test_acc=f"{float(np.mean(history['test_accuracy'][-1])):.4f}",
       )
       progress.update(1)
 
   if config.get("save_checkpoint", False):
-    stacked = group_states[0] if vmap_seeds else jax.tree.map(
-        lambda *leaves: jnp.stack(leaves), *group_states
-    )
-    save_checkpoint(workdir / "checkpoint", stacked)
+    save_checkpoint(workdir / "checkpoint", layout.stacked(states))
   curves = {key: np.stack(values, axis=1).astype(np.float64) for key, values in history.items()}
   return RunResult(
-      optimizer=name,
+      optimizer=config.optimizer,
       hparams=hparams,
-      seeds=seeds,
+      seeds=list(layout.seeds),
       steps_per_epoch=steps_per_epoch,
       test_predictions=np.concatenate(predictions),
       test_labels=np.asarray(dataset.test_labels),
