@@ -42,7 +42,10 @@ suppress_warnings = ["myst.header", "misc.highlighting_failure"]
 # API reference from the docstrings (Google style), one page per public name.
 autosummary_generate = True
 autosummary_imported_members = True
-autodoc_typehints = "signature"
+# Signatures show names and defaults; each docstring's Args say what a hyperparameter may be
+# (a Python number, an array or a tracer; a learning rate also an optax schedule), which reads
+# better than the unions the type aliases expand to.
+autodoc_typehints = "none"
 autodoc_member_order = "bysource"
 autodoc_default_options = {"show-inheritance": False}
 napoleon_google_docstring = True
