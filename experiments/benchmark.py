@@ -1,36 +1,12 @@
 """Update-step speed, optimizer-state memory and compile time of RMSprop implementations.
 
-Method. One *update step* is ``optimizer.update`` followed by ``optax.apply_updates``, jitted
-with the parameters and the optimizer state donated, so that XLA may update them in place as a
-training loop would; the gradients are fixed random normals. For PyTorch the step is
-``torch.optim.RMSprop.step()`` on tensors whose ``.grad`` holds the same gradients, with the
-for-loop and the ``foreach`` (multi-tensor) kernels. Every implementation of a case runs once
-per *round*, in a fresh random order each round, so that the machine's load (other processes
-share the CPU) falls on all of them alike; times are medians over rounds and every
-ratio is the median of the per-round ratios (paired). A case ends after ``max_rounds`` rounds,
-or once ``min_rounds`` are done and ``time_budget_s`` has passed.
+Paired rounds in random order over rmsprop_jax's variants, optax and PyTorch, on one-leaf and
+ResNet-50-shaped trees; the method, the byte accounting and the results are in
+``docs/benchmarks.md``. Writes ``benchmark.json``, ``benchmark.md`` and PNG plots.
 
-Cases are parameter counts from 1M to 64M in two tree shapes: a single flat leaf and the 161
-leaves of ResNet-50 (He et al., 2016) with their channel widths scaled to the count. The
-variants of :func:`rmsprop_jax.rmsprop` (plain, centered, heavy-ball momentum, bfloat16
-accumulators) are each compared with ``optax.rmsprop`` in the same configuration (for bfloat16,
-with optax's float32 state, optax having no accumulator dtype); ``optax.sgd`` and
-``optax.adam`` frame them, and a second ``optax.rmsprop`` timed against the first (an A/A
-control) shows how far apart two identical programs land on the same machine.
+Usage::
 
-*Bytes that must move* per parameter are ``3 * param_bytes + 2 * state_bytes``: read the
-parameter and the gradient, write the parameter, read and write every state entry. Divided by
-the step time they give the effective bandwidth; ``optax.sgd`` (12 bytes per float32
-parameter, no state) is the bandwidth-bound floor of any first-order update on the same tree.
-
-The compile time is that of a full train step (forward, backward, update, apply): the Flax NNX
-``SmallCNN`` of :mod:`experiments.models` on 8x8 digits, batch 64, through
-:func:`experiments.train.train_step`, and the 161-leaf ResNet-50-shaped tree under a quadratic
-loss. Trace-and-lower and XLA compilation are timed separately, from a fresh ``jax.jit`` each
-repeat.
-
-Outputs in the work directory: ``benchmark.json`` (everything, with the hardware),
-``benchmark.md`` (tables) and PNG plots.
+  python -m experiments.benchmark [--quick] [--workdir DIR]
 """
 
 from __future__ import annotations

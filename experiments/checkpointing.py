@@ -1,36 +1,9 @@
 """Exact checkpoint-resume of training with Orbax, with corruption detection and fallback.
 
-A checkpoint holds everything the rest of a run depends on: the parameters, the batch-norm
-statistics, the optimizer state (RMSprop's ``nu``, ``mu``, momentum buffer and step counters),
-the step, and the data order's position (epoch and batch within the epoch, with the seed, batch
-size and epoch length that define the order). Because the data order and the dropout keys of a
-run are pure functions of the seed and the position, a run stopped after ``k`` steps and resumed
-from the checkpoint takes the same steps, on the same batches, as an uninterrupted run, and ends
-with bitwise-identical parameters and optimizer state (``tests/test_checkpointing.py``).
-
-Layout. Each checkpoint is one directory ``<workdir>/checkpoints/<step>/`` written by an
-``orbax.checkpoint.CheckpointManager`` with two items: ``state``, the train state flattened to a
-``{"params/<path>": array, ...}`` mapping (plain string keys keep the files independent of the
-Python classes that held the arrays), and ``meta``, a JSON file with the data position and a
-fingerprint of every array. Arrays are written sharded: each process writes the shards its own
-devices hold, so no array is ever gathered onto one host.
-
-Atomicity. Orbax writes a checkpoint into a temporary directory (``<step>.orbax-checkpoint-tmp-*``)
-and renames it to ``<step>`` only when every process has finished (on object stores, where a
-rename is not atomic, it marks completion with ``commit_success.txt`` instead). A crash during a
-write therefore leaves a temporary directory that is never mistaken for a checkpoint.
-
-Integrity. A finished checkpoint can still be damaged later: a truncated copy, a lost file, a
-flipped bit on disk. Orbax's own reads catch missing files and undecodable chunks; a change that
-still decodes (the chunk codec has no checksum) would go unnoticed, so ``meta`` also stores two
-32-bit checksums of each array's bits, a plain and a position-weighted wrapping sum, computed on
-the devices where the shards live (integer sums, so the result does not depend on the reduction
-order or the sharding). Any single changed element changes the plain sum. On restore every
-array is checked against them. A checkpoint that fails to read or to verify raises
-:class:`CheckpointCorruptedError` naming its directory and the reason; by default the restore then
-falls back to the next older checkpoint with a :class:`CheckpointFallbackWarning` and moves the
-bad one aside to ``<workdir>/checkpoints/corrupted/``, so that the resumed run can write that step
-again.
+:class:`TrainCheckpointer` writes the train state and the data order's position
+(:class:`DataPosition`) as one Orbax checkpoint per step, with two checksums per array that
+every restore verifies; a damaged newest checkpoint is named, moved aside and the previous one
+used. Layout, atomicity and integrity are described in ``docs/distributed.md``.
 """
 
 from __future__ import annotations

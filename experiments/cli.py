@@ -41,13 +41,30 @@ def fail(message: str) -> None:
   raise SystemExit(USAGE_ERROR_EXIT_CODE)
 
 
+class _DropBenignOrbaxWarnings(logging.Filter):
+  """Drops Orbax's "Metadata file does not exist" warning, which reads like corruption.
+
+  Orbax emits it when it reads a checkpoint item that has no per-item metadata file, as every
+  item written by ``StandardSave`` here is; the checkpoints' integrity is checked separately
+  (:mod:`experiments.checkpointing`).
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Metadata file does not exist")
+
+
+_ORBAX_FILTER = _DropBenignOrbaxWarnings()
+
+
 def quiet_startup() -> None:
-  """Keeps JAX's and Orbax's INFO chatter (the absent TPU, file operations) off the terminal."""
+  """Keeps JAX's and Orbax's chatter (the absent TPU, file operations) off the terminal."""
   from absl import logging as absl_logging
 
   absl_logging.set_verbosity(absl_logging.WARNING)
   for name in ("jax._src.xla_bridge", "absl"):
     logging.getLogger(name).setLevel(logging.WARNING)
+  if _ORBAX_FILTER not in logging.getLogger("absl").filters:
+    logging.getLogger("absl").addFilter(_ORBAX_FILTER)
 
 
 def config_argument(argv: Sequence[str]) -> str | None:

@@ -1,28 +1,9 @@
 """Multi-process (multi-host) start-up through ``jax.distributed.initialize``.
 
-JAX runs one Python process per host (or per GPU), all executing the same program: "multi-
-controller" SPMD. Before the first computation every process connects to a coordinator service
-that process 0 starts, learns the global device list, and from then on a ``jax.jit`` program
-over a mesh of global devices runs its shards on every process, with collectives between them
-(NCCL on GPUs, ICI/DCN on TPUs, Gloo over TCP on CPUs).
-
-The settings come from ``config.distributed`` and, for fields left unset there, from the
-environment variables every process of a launch can be given:
-
-==========================  =========================  =====================================
-config field                environment variable       meaning
-==========================  =========================  =====================================
-``coordinator_address``     ``JAX_COORDINATOR_ADDRESS``  ``host:port`` of process 0
-``num_processes``           ``JAX_NUM_PROCESSES``        number of processes in the job
-``process_id``              ``JAX_PROCESS_ID``           this process's rank, ``0 .. n-1``
-``local_device_ids``        ``JAX_LOCAL_DEVICE_IDS``     comma-separated devices this process uses
-==========================  =========================  =====================================
-
-``auto_detect = True`` leaves whatever is still unset to JAX's cluster detection (Slurm, Open
-MPI, Cloud TPU pods, GKE), where no field needs to be given. With one process, or with nothing
-set and no detection requested, :func:`initialize` does nothing and the run stays single-process.
-On CPUs the cross-process collectives need an implementation; ``cpu_collectives`` (default
-``gloo``) selects it.
+Settings come from ``config.distributed`` and, where unset there, from ``JAX_COORDINATOR_ADDRESS``,
+``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID`` and ``JAX_LOCAL_DEVICE_IDS``; ``auto_detect`` leaves
+the rest to JAX's cluster detection. With one process nothing is started. The table of fields
+and a two-process walk-through are in ``docs/distributed.md``.
 """
 
 from __future__ import annotations

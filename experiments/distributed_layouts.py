@@ -254,7 +254,12 @@ def main(argv: Sequence[str] | None = None) -> None:
   args = parser.parse_args(argv)
   if args.epochs < 1:
     parser.error(f"--epochs must be >= 1; got {args.epochs}.")
+  from experiments import cli
+
+  cli.quiet_startup()
   workdir = Path(args.workdir).absolute()
+  if workdir.exists() and not workdir.is_dir():
+    parser.error(f"--workdir={args.workdir} is a file; pass a folder.")
   workdir.mkdir(parents=True, exist_ok=True)
   layouts = run_layouts(workdir, epochs=args.epochs, optimizer=args.optimizer)
   write_report(workdir, layouts, optimizer=args.optimizer)

@@ -1,31 +1,10 @@
 """Device meshes and shardings for data-parallel and parameter-sharded (FSDP/ZeRO) training.
 
-Training runs on a two-dimensional device mesh with axes ``data`` and ``model``. A batch is split
-along its leading (example) dimension over ``data`` and replicated over ``model``. A parameter is
-split over ``model`` along one of its dimensions (the largest one the axis size divides) and
-replicated over ``data``; parameters too small to be worth splitting, and every parameter when
-the ``model`` axis has size one, are replicated. The default mesh puts every device on the
-``data`` axis: plain data parallelism, in which each device holds a full copy of the parameters
-and the gradients are averaged by an all-reduce.
-
-The optimizer state follows the parameters (Rajbhandari et al., 2020, "ZeRO"; PyTorch FSDP): a
-leaf of the state that mirrors a parameter (RMSprop's ``nu``, the centred ``mu``, the momentum
-``trace``) gets exactly that parameter's sharding, and the remaining leaves (step counters) are
-replicated. The leaves that mirror parameters are found with
-:func:`optax.tree_utils.tree_map_params`, which initialises the optimizer on a placeholder and so
-works for any optax transformation, not only RMSprop. Because RMSprop's update is elementwise,
-an update whose gradients, parameters and state share one sharding runs locally on every shard
-and needs no collective at all; ``tests/test_sharding.py`` checks the compiled program for it.
-
-The mesh is described by a config (``config.mesh``) with two integer fields:
-
-* ``data``: size of the data axis; ``-1`` (the default) takes every device the ``model`` axis
-  leaves over.
-* ``model``: size of the model axis (default 1: no parameter sharding).
-* ``min_shard_size`` (optional): parameters with fewer elements stay replicated (default 1024).
-
-In a multi-process run :func:`make_mesh` uses the global device list (every process's devices),
-so the same config describes one host or many; see ``docs/distributed.md``.
+A two-axis mesh (``data``, ``model``) from ``config.mesh``: batches split over ``data``,
+parameters over ``model`` (the largest dimension the axis divides; small ones replicated), and
+every optimizer-state leaf that mirrors a parameter sharded exactly like it
+(:func:`optax.tree_utils.tree_map_params`). The layouts and their costs are in
+``docs/distributed.md``.
 """
 
 from __future__ import annotations

@@ -1,48 +1,9 @@
 r"""Vmapped hyperparameter sweeps: grid and random search in one compiled program per optimizer.
 
-Method. A *trial* is one setting of an optimizer's hyperparameters; a *run* is a trial trained
-from one seed. One run is a pure function of its hyperparameters and its seed's key
-(:func:`make_trial_fn`): build the optimizer from the (traced) hyperparameters with
-:func:`experiments.train.make_optimizer`, initialise the model, scan
-:func:`experiments.train.train_epoch` over the epochs, then evaluate the training, validation and
-test sets with :func:`experiments.train.evaluate`. Because every numeric hyperparameter of
-:func:`rmsprop_jax.rmsprop` (and of the optax baselines) may be a tracer, the same function is
-``jax.vmap``-ped twice — over the seeds' keys inside, over the trials' hyperparameters outside —
-and ``jax.jit``-compiled once per optimizer (:func:`make_chunk_program`). The trials are cut into
-chunks of ``config.chunk_size`` so that memory stays bounded; the last chunk is padded (with
-copies of its last trial, dropped afterwards) so that every chunk has the same shape and the one
-executable serves them all. The executable is compiled ahead of time, so a chunk of another shape
-or dtype would be an error, not a silent recompilation; the number of traces per optimizer is
-counted and recorded (it is 1).
-
-The seeds, not the trials, carry the randomness: the trials of a seed share its initial weights,
-data order and dropout masks, which makes the comparison between trials paired, and keeps the
-batch gather and the first layer's input unbatched across trials (``x @ W`` with one ``x`` and a
-stack of ``W`` is one large matrix product; a per-trial data order would turn it into a batched
-gather followed by a batched product; ``config.trial_randomness = "per_trial"`` does that, to
-measure the difference). Seed ``s`` splits ``jax.random.key(s)`` into an initialisation and a
-data key exactly as :func:`experiments.train.train_and_evaluate` does.
-
-Trials are selected on a validation split held out from the training set (stratified,
-``config.validation_fraction``), never on the test set; the test accuracy is recorded for every
-trial but plays no part in the choice. A run *diverged* when any epoch's training loss or a final
-loss is NaN or infinite, or its final training loss exceeds ``config.divergence_factor`` times
-the loss of a uniform prediction (a blown-up run can stay finite). In a vmapped program each
-run's arithmetic is independent, so a diverged run leaves the others untouched (tested); it is
-recorded and excluded from the choice of the best trial.
-
-Speed is measured rather than claimed. ``--sequential`` also trains the same runs one after
-another with the same :func:`make_trial_fn`, jit-compiled once per optimizer (one ``lax.scan``
-over the whole training per run), and a sample of runs with the usual Python loop that calls a
-jitted :func:`experiments.train.train_step` per batch (extrapolated to all runs). Compile and run
-times are reported apart; CPU time is reported beside wall time because the machine may be shared.
-Compilation depends only on shapes, so ``config.compilation_cache_dir`` (JAX's persistent cache)
-lets a later sweep over other values skip it.
-
-Outputs in ``runs/<config.name>/``: ``sweep.json`` (every trial, the best trial per optimizer
-under ``best`` in the form :func:`experiments.train.load_tuned_hparams` reads, timings),
-``sweep.md``, ``heatmap.png`` (test accuracy over learning rate x decay for RMSprop) and
-``sensitivity.png`` (test accuracy against learning rate, one line per optimizer).
+A run (one trial's hyperparameters, one seed) is a pure function (:func:`make_trial_fn`),
+vmapped over seeds and trials and compiled once per optimizer (:func:`make_chunk_program`);
+trials are chosen on a validation split. The method, outputs and measurements are in
+``docs/sweeps.md``.
 
 Usage::
 

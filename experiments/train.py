@@ -813,10 +813,7 @@ def train_and_evaluate(
 def _shared_programs(spec: ModelSpec, vmap_seeds: bool, eval_batch_size: int) -> tuple[Any, Any]:
   """Jitted ``key -> (params, model_state)`` and ``(state, images, labels) -> evaluation``."""
   graphdef = model_graphdef(spec)
-
-  def over_seeds(fn: Any, in_axes: Any) -> Any:
-    return jax.vmap(fn, in_axes=in_axes) if vmap_seeds else fn
-
+  over_seeds = SeedGroups((), vmap_seeds).over_seeds
   init_fn = jax.jit(over_seeds(functools.partial(init_variables, spec), 0))
   eval_fn = jax.jit(over_seeds(
       functools.partial(evaluate, graphdef, batch_size=eval_batch_size), (0, None, None)

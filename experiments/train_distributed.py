@@ -1,35 +1,15 @@
 """Sharded, multi-process, resumable training of one model with one optimizer.
 
-The same training as :func:`experiments.train.train_and_evaluate` — the same model, optimizer
-factory, :func:`experiments.train.train_step`, data order and evaluation — laid out on a device
-mesh (:mod:`experiments.sharding`), optionally across processes (:mod:`experiments.distributed`),
-and checkpointed every ``config.checkpoint_every`` steps (:mod:`experiments.checkpointing`).
-One seed per run: the seed axis that ``train.py`` vmaps over is replaced by the device axes.
+The training of :mod:`experiments.train` (same model, optimizer factory, train step and data
+order, :mod:`experiments.data_order`) on a device mesh (:mod:`experiments.sharding`), optionally
+across processes (:mod:`experiments.distributed`), checkpointed every
+``config.checkpoint_every`` steps (:mod:`experiments.checkpointing`) with everything a resumed
+run needs to end, history included, exactly as an uninterrupted one. See ``docs/distributed.md``.
 
-Method. The train state is created directly in its sharded layout (``jax.jit`` with output
-shardings), so no device ever holds more than its shards. Each step is one jit-compiled
-:func:`experiments.train.train_step` whose inputs and outputs carry fixed shardings: the batch
-is split over the mesh's ``data`` axis, parameters and optimizer state over its ``model`` axis.
-XLA's SPMD partitioner inserts the collectives: an all-reduce of the gradients over ``data``,
-and, for parameters split over ``model``, the gathers the forward pass needs. The optimizer
-update itself is elementwise on identically sharded arrays and stays local.
+Usage::
 
-The data order is that of ``train.py``: seed ``s`` is split into an initialisation key and a
-data key; epoch ``e`` draws its permutation and its per-step dropout keys from the ``e``-th
-split of the data key; the last incomplete batch is dropped. Every process computes the same
-order and copies to its devices only the examples they hold. Training can therefore stop after
-any step and resume from a checkpoint onto the identical sequence of batches and keys.
-
-Config fields beyond ``configs/digits.py`` (see ``configs/digits_distributed.py``):
-``mesh`` (``data``, ``model``, ``min_shard_size``), ``distributed`` (see
-:mod:`experiments.distributed`), ``checkpoint_every``, ``max_checkpoints_to_keep``,
-``async_checkpointing``, ``resume``, ``checkpoint_fallback`` and ``stop_after_steps`` (stop early
-as a preempted job would; 0 runs to the end).
-
-Run::
-
-    python -m experiments.train_distributed --config configs/digits_distributed.py \\
-        --workdir runs/digits_distributed
+  python -m experiments.train_distributed --config configs/digits_distributed.py \\
+      --workdir runs/digits_distributed
 """
 
 from __future__ import annotations

@@ -1,30 +1,10 @@
 """Non-stationary objectives: online regression on a teacher that drifts and jumps.
 
-A student network tracks a teacher network online. Every step draws a fresh batch
-``x ~ N(0, diag(s^2))`` whose input scales ``s`` are log-spaced over two decades (so that a
-per-coordinate step size matters), and the student takes one optimizer step on the squared error
-against ``y = f_teacher(x) + noise``. Between changes the teacher's weights follow a slow
-AR(1) random walk, ``theta <- sqrt(1 - delta^2) theta + delta * xi``, which keeps their variance
-fixed; every ``K`` steps they jump to a fresh draw, together with the teacher's output scale,
-drawn log-uniformly so that the size of the gradients changes at each jump as well as their
-direction.
-
-Before each update the step records the *tracking error*
-``E[(f_student(x) - f_teacher(x))^2]`` on a fixed probe set of ``config.probe_size`` inputs: the
-expected loss of the learner minus that of the moving comparator (the teacher itself attains the
-noise floor), so its running sum is the dynamic regret and its mean the average regret. Because
-the output scale varies between segments, the error is also reported normalized by the teacher's
-mean squared output on the probe set, ``1`` being the error of predicting 0. From the normalized
-curve the study reads, for every jump after the first segment:
-
-* the *post-change error*, its mean over the first ``config.window`` steps after the jump;
-* the *settled error*, its mean over the last ``config.window`` steps of the segment;
-* the *recovery time*, the number of steps until its moving average over ``config.window``
-  steps first falls below ``config.recovery_threshold`` (censored at ``K`` when it never does).
-
-RMSprop runs with decay 0.9, 0.99 and 0.999, whose averaging horizons ``1/(1 - decay)`` are 10,
-100 and 1000 steps: a long horizon gives a steadier step size, a short one re-adapts the
-preconditioner quickly when the gradient scale jumps.
+A student tracks a teacher network whose weights drift (AR(1)) and jump, with its output scale,
+every ``config.segment_length`` steps; the study records the tracking error on a fixed probe set
+(average regret), and per jump the post-change error, the settled error and the recovery time,
+for RMSprop at three decays against SGD, momentum and Adam. Task, metrics and results:
+``docs/studies.md``.
 
 Run: ``python -m experiments.studies.nonstationary --config configs/nonstationary.py``.
 """

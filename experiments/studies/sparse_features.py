@@ -1,27 +1,9 @@
 """Sparse gradients: an embedding table over Zipf-distributed features.
 
-Every example is a bag of ``config.bag_size`` feature ids drawn independently from a Zipf law,
-``P(rank r) ∝ r^(-s)`` over ``config.num_features`` ids (id ``r - 1`` has rank ``r``). A hidden
-teacher gives each feature a weight ``w_f ~ N(0, 1)`` and labels a bag positive when the sum of
-its weights is positive, so the labels are noise-free and every feature matters equally. The
-student embeds each id (``nnx.Embed``), averages the bag's embeddings and reads the average out
-with a linear layer, trained on the logistic loss. In a batch only a few hundred of the table's
-rows appear, so most rows receive an exactly-zero gradient on most steps; the rare ids of the
-Zipf tail receive one only every few hundred or thousand steps.
-
-The study records the loss and accuracy on a held-out Zipf-distributed test set, the accuracy on
-a *tail* test set whose bags are drawn uniformly from the rarest ids, and, for each frequency
-bucket (head, torso, tail by rank), how well the learned per-feature score ``u . e_f`` (the
-readout applied to the row) agrees in sign and correlates with the teacher's ``w_f``. Rows start
-from a random initialisation, so a bucket whose rows were never learned sits at 50 % sign
-agreement.
-
-What a dense optimizer does to a rarely updated row is also measured in isolation: a scalar
-parameter receives gradient 1 every ``G`` steps and 0 in between, and the study records how far
-it moves per gradient it receives, in units of the learning rate. SGD moves it by 1. RMSprop's
-mean square decays by ``decay^G`` between visits, so the next visit is divided by a small root
-and the row jumps by up to ``1/sqrt(1 - decay)``; Adam's decayed moments do the same, and its
-momentum keeps the row moving after the gradient is gone.
+Bags of Zipf-distributed feature ids, labelled by a hidden linear teacher, train an embedding
+table whose rare rows get a gradient only every few hundred steps; the study records accuracy
+overall and on tail-only bags, per-frequency-bucket agreement with the teacher, and how far a
+dense optimizer moves a rarely visited row. Task, metrics and results: ``docs/studies.md``.
 
 Run: ``python -m experiments.studies.sparse_features --config configs/sparse_features.py``.
 """
