@@ -18,9 +18,17 @@ The two downloaded sets are looked up in a cache directory: the ``data_dir`` arg
 given, else the environment variable ``RMSPROP_JAX_DATA_DIR``, else
 ``~/.cache/rmsprop_jax``. Files found there (in ``<data_dir>/<dataset>/`` or directly in
 ``<data_dir>/``) are used as they are; missing files are downloaded from the official hosts
-with a progress bar. Every file is checked against the MD5 published by its authors (the
-same values torchvision checks). Without network and without the files, the loader raises
-:class:`DatasetUnavailableError` whose message names each file and the folder to put it in.
+with a progress bar. Fashion-MNIST is also looked up in Debian's install location
+(``apt-get install dataset-fashion-mnist`` puts the four files in
+``/usr/share/datasets/fashion-mnist/``) before any download.
+
+Checksums: a Fashion-MNIST file is checked by the MD5 of its *decompressed* content, so the
+official ``.gz`` downloads, Debian's copies (whose gzip headers differ: no stored file name)
+and any other re-compressed or uncompressed copy verify, while a truncated or altered file does
+not. The CIFAR-10 tarball is checked against its published MD5 (the value torchvision checks).
+Without the files (and without network) the loader raises :class:`DatasetUnavailableError`,
+a bad file :class:`ChecksumError`; either message is one line naming the file and the ways
+out (the Debian package, the download, ``--config.data_dir``).
 """
 
 from __future__ import annotations
@@ -49,13 +57,26 @@ FASHION_MNIST_URLS = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
 )
-# MD5 of each official file, as published with the data set and checked by torchvision.
+# MD5 of each official file's decompressed content (the IDX bytes). The MD5s of the official
+# ``.gz`` downloads (published with the data set, checked by torchvision) cover the gzip header
+# too, which holds the file name and a time stamp, so a re-compressed copy of the same bytes
+# (Debian's package) fails them.
 FASHION_MNIST_FILES = {
+    "train-images-idx3-ubyte.gz": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte.gz": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte.gz": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte.gz": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+# The published MD5s of the official .gz files themselves, for reference (and the messages).
+FASHION_MNIST_GZ_MD5 = {
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
     "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
     "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
     "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
 }
+# Where system packages install the files: Debian's ``dataset-fashion-mnist``.
+FASHION_MNIST_SYSTEM_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FASHION_MNIST_DEBIAN_PACKAGE = "dataset-fashion-mnist"
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -279,21 +300,30 @@ def load_fashion_mnist(
     download: bool = True,
     verify_checksums: bool = True,
     urls: Sequence[str] = FASHION_MNIST_URLS,
+    system_dirs: Sequence[str | os.PathLike[str]] | None = None,
 ) -> Dataset:
-  """Fashion-MNIST from the four official IDX ``.gz`` files.
+  """Fashion-MNIST from the four official IDX files (``.gz`` or decompressed).
+
+  Each file is looked up in ``data_dir/fashion_mnist/``, ``data_dir/``, then ``system_dirs``
+  (Debian's package), and downloaded into ``data_dir/fashion_mnist/`` only when absent from
+  all of them.
 
   Args:
     data_dir: folder holding the files (directly or in ``fashion_mnist/``) and where missing
       ones are downloaded to; ``None`` or ``""`` means :func:`default_data_dir`.
     download: fetch missing files from ``urls``.
-    verify_checksums: check each file against its published MD5.
+    verify_checksums: check the MD5 of each file's decompressed content.
     urls: base URLs tried in order.
+    system_dirs: further folders searched after ``data_dir``; ``None`` means
+      :data:`FASHION_MNIST_SYSTEM_DIRS`.
 
   Returns:
     A :class:`Dataset` of ``(N, 28, 28, 1)`` standardised images.
   """
   paths = _resolve_files(
-      "fashion_mnist", FASHION_MNIST_FILES, data_dir, download, verify_checksums, urls
+      "fashion_mnist", FASHION_MNIST_FILES, data_dir, download, verify_checksums, urls,
+      extra_dirs=FASHION_MNIST_SYSTEM_DIRS if system_dirs is None else system_dirs,
+      content_checksums=True,
   )
   train_images = read_idx(paths["train-images-idx3-ubyte.gz"])
   train_labels = read_idx(paths["train-labels-idx1-ubyte.gz"])
@@ -461,6 +491,43 @@ def download_file(
   partial.replace(destination)
 
 
+def content_md5sum(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
+  """Hex MD5 of a file's content: of the decompressed bytes for a gzip file, else of the file.
+
+  A truncated gzip file raises :class:`ChecksumError`.
+  """
+  with open(path, "rb") as raw:
+    compressed = raw.read(2) == b"\x1f\x8b"
+  if not compressed:
+    return md5sum(path, chunk_size)
+  digest = hashlib.md5(usedforsecurity=False)
+  try:
+    with gzip.open(path, "rb") as handle:
+      while chunk := handle.read(chunk_size):
+        digest.update(chunk)
+  except (EOFError, OSError, gzip.BadGzipFile) as error:
+    raise ChecksumError(f"not a complete gzip file ({error})") from error
+  return digest.hexdigest()
+
+
+def _candidates(filename: str) -> tuple[str, ...]:
+  """The names a file may have on disk: as published, and decompressed (``.gz`` removed)."""
+  if filename.endswith(".gz"):
+    return filename, filename[: -len(".gz")]
+  return (filename,)
+
+
+def _ways_out(dataset: str, filename: str, target: Path, urls: Sequence[str]) -> str:
+  """The fixes a message offers for a missing or bad file of ``dataset``."""
+  ways = []
+  if dataset == "fashion_mnist":
+    ways.append(f"install Debian's copy (apt-get install {FASHION_MNIST_DEBIAN_PACKAGE})")
+  if urls:
+    ways.append(f"download {urls[0]}{filename} into {target}/")
+  ways.append(f"or point --config.data_dir (or ${DATA_DIR_ENV}) at a folder holding it")
+  return "; ".join(ways)
+
+
 def _resolve_files(
     dataset: str,
     checksums: dict[str, str],
@@ -468,15 +535,25 @@ def _resolve_files(
     download: bool,
     verify_checksums: bool,
     urls: Sequence[str],
+    *,
+    extra_dirs: Sequence[str | os.PathLike[str]] = (),
+    content_checksums: bool = False,
 ) -> dict[str, Path]:
-  """Finds (or downloads) each named file of a data set, verifying its MD5."""
+  """Finds (or downloads) each named file of a data set and verifies its MD5.
+
+  Folders searched, in order: ``<root>/<dataset>/``, ``<root>/``, then ``extra_dirs``; in
+  each, the published name and, with ``content_checksums``, the decompressed name. With
+  ``content_checksums`` the MD5 is that of the decompressed content (:func:`content_md5sum`).
+  """
   root = Path(data_dir).expanduser() if data_dir else default_data_dir()
   target = root / dataset
+  folders = [target, root, *(Path(folder) for folder in extra_dirs)]
   paths: dict[str, Path] = {}
   missing: list[str] = []
   for filename in checksums:
-    found = next((folder / filename for folder in (target, root)
-                  if (folder / filename).is_file()), None)
+    names = _candidates(filename) if content_checksums else (filename,)
+    found = next((folder / name for folder in folders for name in names
+                  if (folder / name).is_file()), None)
     if found is None:
       missing.append(filename)
     else:
@@ -494,21 +571,33 @@ def _resolve_files(
         missing.remove(filename)
         break
   if missing:
-    reason = "downloading failed:\n  " + "\n  ".join(errors) if errors else "download=False."
+    searched = ", ".join(str(folder) for folder in folders)
+    if not download:
+      reason = "download=False"
+    elif errors:
+      reason = f"the download failed ({errors[-1]})"
+    else:
+      reason = "no download URL"
+    first = missing[0]
+    others = f" (and {len(missing) - 1} more: {', '.join(missing[1:])})" if missing[1:] else ""
     raise DatasetUnavailableError(
-        f"{dataset}: {len(missing)} file(s) missing and {reason}\n"
-        f"Put these official files into {target}/ (or point the config field data_dir or the "
-        f"environment variable {DATA_DIR_ENV} at a folder holding them):\n  "
-        + "\n  ".join(f"{name}  (md5 {checksums[name]})" for name in missing)
+        f"{dataset}: {first}{others} not found in {searched} and {reason}. Fix: "
+        + _ways_out(dataset, first, target, urls) + "."
     )
   if verify_checksums:
     for filename, path in paths.items():
-      actual = md5sum(path)
+      what = "decompressed content" if content_checksums else "file"
+      try:
+        actual = content_md5sum(path) if content_checksums else md5sum(path)
+        problem = f"MD5 of its {what} is {actual}, not the official {checksums[filename]}"
+      except ChecksumError as error:
+        actual, problem = "", f"unreadable: {error}"
       if actual != checksums[filename]:
         raise ChecksumError(
-            f"{path} has MD5 {actual}, but the official {filename} has {checksums[filename]}: "
-            "the file is corrupt, truncated or not the original. Delete it to download it "
-            "again, or pass verify_checksums=False to use it anyway."
+            f"{path}: {problem} (the file is truncated, altered or not {filename}). Fix: "
+            "delete it and "
+            + _ways_out(dataset, filename, target, urls)
+            + "; or set --config.verify_checksums=False to use it anyway."
         )
   return paths
 
@@ -525,6 +614,7 @@ __all__ = [
     "ChecksumError",
     "Dataset",
     "DatasetUnavailableError",
+    "content_md5sum",
     "default_data_dir",
     "download_file",
     "load_cifar10",

@@ -6,6 +6,10 @@ Three families, all mapping NHWC float32 images to unnormalised class logits:
 * :class:`SmallCNN` — stages of two 3x3 convolutions (batch normalisation, ReLU) and a 2x2 max
   pool, then a dropout-regularised dense head. Two stages fit 8x8x1 digits (8 -> 4 -> 2) and
   28x28x1 Fashion-MNIST (28 -> 14 -> 7).
+* :class:`TwoConvTwoDense` — DeepOBS's ``fmnist_2c2d`` (Schneider et al., 2019): two 5x5
+  convolutions (32, 64 channels, ReLU) each followed by a 2x2 max pool, dense 1024 with ReLU,
+  dense ``num_classes``; no batch norm, no dropout. The network of the Crowded Valley
+  benchmark's Fashion-MNIST results (Schmidt et al., 2021).
 * :class:`CifarCNN` — a VGG-style network for 32x32x3 images: three stages of two 3x3
   convolutions with batch normalisation (64, 128, 256 channels), max pooling and dropout after
   each stage, global average pooling and a linear classifier (Simonyan & Zisserman, 2015;
@@ -29,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-MODELS = ("mlp", "cnn", "cifar_cnn")
+MODELS = ("mlp", "cnn", "cifar_cnn", "2c2d")
 
 # Batch-norm running averages with momentum 0.9 track the weights within tens of steps; the
 # Flax default of 0.99 lags behind the short runs here (22 steps per digits epoch).
@@ -126,6 +130,40 @@ class SmallCNN(nnx.Module):
     return self.head(x)
 
 
+class TwoConvTwoDense(nnx.Module):
+  """DeepOBS ``2c2d``: ``[Conv 5x5 -> ReLU -> MaxPool 2x2] x 2 -> Dense -> ReLU -> Dense``.
+
+  Convolutions and pools pad ``SAME`` (28 -> 14 -> 7), as in DeepOBS. ``channels`` and
+  ``hidden_size`` default to DeepOBS's 32, 64 and 1024.
+  """
+
+  def __init__(
+      self,
+      input_shape: Sequence[int],
+      num_classes: int,
+      *,
+      channels: Sequence[int] = (32, 64),
+      hidden_size: int = 1024,
+      rngs: nnx.Rngs,
+  ):
+    height, width, in_channels = (int(size) for size in input_shape)
+    convs = []
+    for out_channels in channels:
+      convs.append(nnx.Conv(in_channels, out_channels, kernel_size=(5, 5), padding="SAME",
+                            rngs=rngs))
+      in_channels, height, width = out_channels, -(-height // 2), -(-width // 2)
+    self.convs = nnx.List(convs)
+    self.dense = nnx.Linear(height * width * in_channels, hidden_size, rngs=rngs)
+    self.head = nnx.Linear(hidden_size, num_classes, rngs=rngs)
+
+  def __call__(self, x: jax.Array, *, train: bool = False, rngs: Any = None) -> jax.Array:
+    del train, rngs  # No dropout, no batch norm.
+    for conv in self.convs:
+      x = nnx.max_pool(nnx.relu(conv(x)), window_shape=(2, 2), strides=(2, 2), padding="SAME")
+    x = nnx.relu(self.dense(x.reshape(x.shape[0], -1)))
+    return self.head(x)
+
+
 class CifarCNN(nnx.Module):
   """VGG-style CNN for 32x32x3 images.
 
@@ -176,7 +214,8 @@ def build_model(
   """Builds one of :data:`MODELS` by name.
 
   Args:
-    name: ``"mlp"``, ``"cnn"`` (:class:`SmallCNN`) or ``"cifar_cnn"``.
+    name: ``"mlp"``, ``"cnn"`` (:class:`SmallCNN`), ``"cifar_cnn"`` or ``"2c2d"``
+      (:class:`TwoConvTwoDense`).
     input_shape: ``(height, width, channels)`` of one image.
     num_classes: number of output logits.
     rngs: initialisation randomness, e.g. ``nnx.Rngs(params=key)``.
@@ -190,7 +229,7 @@ def build_model(
     raise ValueError(f"input_shape must be (height, width, channels); got {input_shape}.")
   if num_classes < 2:
     raise ValueError(f"num_classes must be at least 2; got {num_classes}.")
-  constructors = {"mlp": MLP, "cnn": SmallCNN, "cifar_cnn": CifarCNN}
+  constructors = {"mlp": MLP, "cnn": SmallCNN, "cifar_cnn": CifarCNN, "2c2d": TwoConvTwoDense}
   if name not in constructors:
     raise ValueError(f"model must be one of {MODELS}; got {name!r}.")
   return constructors[name](input_shape, num_classes, rngs=rngs, **kwargs)

@@ -42,6 +42,16 @@ def md5(path: Path) -> str:
   return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
 
 
+def content_md5(path: Path) -> str:
+  return hashlib.md5(gzip.decompress(path.read_bytes()), usedforsecurity=False).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def no_system_copy(monkeypatch):
+  """Hides Debian's installed Fashion-MNIST, so these tests see only the files they write."""
+  monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIRS", ())
+
+
 # ----------------------------------------------------------------------------------------------
 # IDX / Fashion-MNIST.
 
@@ -107,7 +117,7 @@ def test_checksum_mismatch_is_reported_with_the_file(tmp_path):
 def test_download_from_a_mirror_verifies_checksums(tmp_path, monkeypatch):
   mirror = tmp_path / "mirror"
   files = write_fashion_mnist(mirror)
-  monkeypatch.setattr(data, "FASHION_MNIST_FILES", {name: md5(path) for name, path in
+  monkeypatch.setattr(data, "FASHION_MNIST_FILES", {name: content_md5(path) for name, path in
                                                     files.items()})
   cache = tmp_path / "cache"
   dataset = data.load_fashion_mnist(cache, urls=(mirror.as_uri() + "/",))
@@ -125,7 +135,68 @@ def test_unreachable_host_gives_a_message_naming_files_and_folder(tmp_path):
   assert str(tmp_path / "cache" / "fashion_mnist") in message
   for name in data.FASHION_MNIST_FILES:
     assert name in message
-  assert "downloading failed" in message
+  assert "the download failed" in message
+  assert "\n" not in message
+  assert "apt-get install dataset-fashion-mnist" in message and "--config.data_dir" in message
+
+
+def official_checksums(monkeypatch, files: dict[str, Path]) -> None:
+  """Makes ``files`` (written by write_fashion_mnist) the 'official' data: their content MD5s."""
+  monkeypatch.setattr(data, "FASHION_MNIST_FILES",
+                      {name: content_md5(path) for name, path in files.items()})
+
+
+def test_a_recompressed_or_decompressed_copy_verifies(tmp_path, monkeypatch):
+  files = write_fashion_mnist(tmp_path / "original")
+  official_checksums(monkeypatch, files)
+  # Debian's copies: the same IDX bytes, another gzip header (no file name, other mtime, level).
+  repacked = tmp_path / "repacked" / "fashion_mnist"
+  repacked.mkdir(parents=True)
+  for name, path in files.items():
+    payload = gzip.decompress(path.read_bytes())
+    (repacked / name).write_bytes(gzip.compress(payload, compresslevel=1, mtime=12345))
+    assert md5(repacked / name) != md5(path)
+  reference = data.load_fashion_mnist(tmp_path / "original", download=False)
+  dataset = data.load_fashion_mnist(tmp_path / "repacked", download=False)
+  np.testing.assert_array_equal(dataset.train_images, reference.train_images)
+  # Decompressed files, named without .gz.
+  plain = tmp_path / "plain"
+  plain.mkdir()
+  for name, path in files.items():
+    (plain / name.removesuffix(".gz")).write_bytes(gzip.decompress(path.read_bytes()))
+  dataset = data.load_fashion_mnist(plain, download=False)
+  np.testing.assert_array_equal(dataset.test_labels, reference.test_labels)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "alter"])
+def test_a_truncated_or_altered_file_is_rejected_in_one_line(tmp_path, monkeypatch, damage):
+  files = write_fashion_mnist(tmp_path / "fashion_mnist")
+  official_checksums(monkeypatch, files)
+  path = files["train-images-idx3-ubyte.gz"]
+  if damage == "truncate":
+    path.write_bytes(path.read_bytes()[:-100])
+  else:
+    payload = bytearray(gzip.decompress(path.read_bytes()))
+    payload[-1] ^= 0xFF
+    path.write_bytes(gzip.compress(bytes(payload)))
+  with pytest.raises(data.ChecksumError) as error:
+    data.load_fashion_mnist(tmp_path, download=False)
+  message = str(error.value)
+  assert str(path) in message and "\n" not in message
+  assert "apt-get install dataset-fashion-mnist" in message and "--config.data_dir" in message
+
+
+def test_the_system_copy_is_used_when_data_dir_lacks_the_files(tmp_path, monkeypatch):
+  files = write_fashion_mnist(tmp_path / "usr-share")
+  official_checksums(monkeypatch, files)
+  monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIRS", (str(tmp_path / "usr-share"),))
+  dataset = data.load_fashion_mnist(tmp_path / "empty-cache", urls=())
+  assert dataset.train_images.shape == (20, 28, 28, 1)
+  assert not (tmp_path / "empty-cache").exists()  # Nothing downloaded or copied.
+  # Files in data_dir win over the system copy.
+  write_fashion_mnist(tmp_path / "mine" / "fashion_mnist", n_train=30)
+  mine = data.load_fashion_mnist(tmp_path / "mine", download=False, verify_checksums=False)
+  assert mine.train_images.shape == (30, 28, 28, 1)
 
 
 def test_without_download_the_message_names_the_env_variable(tmp_path, monkeypatch):

@@ -1,0 +1,104 @@
+"""Fashion-MNIST on the real data (Debian's dataset-fashion-mnist or the official files), and the
+one-line messages a command gives for a missing or bad data set.
+
+The real-data tests skip, saying why, where the four files are neither installed by Debian's
+package nor in the data cache (``$RMSPROP_JAX_DATA_DIR`` or ``~/.cache/rmsprop_jax``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import data
+from tests.conftest import REPO
+
+
+def _real_files_present() -> bool:
+  folders = [Path(folder) for folder in data.FASHION_MNIST_SYSTEM_DIRS]
+  root = data.default_data_dir()
+  folders += [root / "fashion_mnist", root]
+  return all(
+      any((folder / name).is_file() or (folder / name.removesuffix(".gz")).is_file()
+          for folder in folders)
+      for name in data.FASHION_MNIST_FILES
+  )
+
+
+real_data = pytest.mark.skipif(
+    not _real_files_present(),
+    reason="real Fashion-MNIST not installed: apt-get install dataset-fashion-mnist (Debian), "
+    f"or put the four official files into {data.default_data_dir() / 'fashion_mnist'}",
+)
+
+
+@pytest.fixture(scope="module")
+def fashion_mnist() -> data.Dataset:
+  return data.load_fashion_mnist(download=False)  # Checksums verified.
+
+
+@real_data
+def test_real_fashion_mnist_has_the_official_shapes_and_classes(fashion_mnist):
+  assert fashion_mnist.train_images.shape == (60_000, 28, 28, 1)
+  assert fashion_mnist.test_images.shape == (10_000, 28, 28, 1)
+  assert fashion_mnist.train_images.dtype == np.float32
+  assert fashion_mnist.train_labels.dtype == np.int32
+  np.testing.assert_array_equal(np.bincount(fashion_mnist.train_labels), [6_000] * 10)
+  np.testing.assert_array_equal(np.bincount(fashion_mnist.test_labels), [1_000] * 10)
+  assert abs(float(fashion_mnist.train_images.mean())) < 1e-3
+  assert abs(float(fashion_mnist.train_images.std()) - 1.0) < 1e-3
+  assert fashion_mnist.class_names[9] == "Ankle boot"
+
+
+@real_data
+def test_debian_copies_verify_by_content_though_their_gzip_bytes_differ():
+  folder = Path(data.FASHION_MNIST_SYSTEM_DIRS[0])
+  if not (folder / "train-labels-idx1-ubyte.gz").is_file():
+    pytest.skip(f"Debian's copy is not in {folder} (the files found are elsewhere)")
+  for name, content_md5 in data.FASHION_MNIST_FILES.items():
+    path = folder / name
+    assert data.content_md5sum(path) == content_md5
+    assert data.md5sum(path) != data.FASHION_MNIST_GZ_MD5[name]  # Why .gz MD5s cannot work.
+
+
+@real_data
+def test_one_epoch_of_the_mlp_passes_80_percent(fashion_mnist, tmp_path):
+  from configs import fashion_mnist_mlp
+  from experiments import train
+
+  config = fashion_mnist_mlp.get_config()
+  config.num_epochs = 1
+  config.num_seeds = 1
+  config.optimizer = "rmsprop"
+  result = train.train_and_evaluate(config, tmp_path, dataset=fashion_mnist)
+  assert result.test_accuracy[0, -1] > 0.80
+
+
+def _run_compare(tmp_path: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  return subprocess.run(
+      [sys.executable, "-m", "experiments.compare", "--config", "configs/fashion_mnist_mlp.py",
+       f"--config.data_dir={data_dir}", f"--workdir={tmp_path / 'out'}"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+  )
+
+
+def test_a_bad_file_ends_the_command_with_one_line(tmp_path):
+  folder = tmp_path / "fashion_mnist"
+  folder.mkdir()
+  for name in data.FASHION_MNIST_FILES:  # Found first (data_dir), so checked first.
+    (folder / name).write_bytes(gzip.compress(b"\0\0\x08\x01\0\0\0\x01x"))
+  completed = _run_compare(tmp_path, tmp_path)
+  assert completed.returncode == 2
+  lines = completed.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), completed.stderr
+  assert "train-images-idx3-ubyte.gz" in lines[0]
+  assert "apt-get install dataset-fashion-mnist" in lines[0]
+  assert "--config.data_dir" in lines[0]
+  assert "Traceback" not in completed.stderr
