@@ -14,6 +14,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -66,8 +67,17 @@ def test_recipe_prints_what_its_page_shows(program, tmp_path):
   )
 
 
-@pytest.mark.parametrize("page", ["index.md", "api.md", "conventions.md"])
+@pytest.mark.parametrize("page", ["index.md", "api.md", "conventions.md", "guarantees.md"])
 def test_python_blocks_on_the_pages_run(page):
-  blocks = re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), flags=re.S)
-  for number, block in enumerate(blocks):
-    exec(compile(block, f"docs/{page} block {number}", "exec"), {})
+  """Snippets may use jax, jnp, optax and rmsprop_jax without importing them."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  import rmsprop_jax
+
+  blocks = re.findall(r"^( *)```python\n(.*?)^\1```", (DOCS / page).read_text(), flags=re.S | re.M)
+  for number, (_, block) in enumerate(blocks):
+    block = textwrap.dedent(block)
+    namespace = {"jax": jax, "jnp": jnp, "optax": optax, "rmsprop_jax": rmsprop_jax}
+    exec(compile(block, f"docs/{page} block {number}", "exec"), namespace)
