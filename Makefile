@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= configs/digits.py
 
-.PHONY: run test lint bench sweep distributed docs venv clean
+.PHONY: run test lint bench sweep fashion fashion-cnn distributed docs venv clean
 
 venv: $(PY)
 
@@ -44,6 +44,17 @@ bench: $(VENV)/.experiments-installed
 sweep: $(VENV)/.experiments-installed
 	$(PY) -m experiments.sweep --config configs/sweep_digits.py --sequential
 	$(PY) -m experiments.compare --config configs/digits_tuned.py
+
+# Real Fashion-MNIST on a CPU (Debian's dataset-fashion-mnist or the official files): the MLP
+# comparison at framework defaults, the learning-rate sweep on a validation split, the tuned
+# comparison (about 20 min on 2 cores). fashion-cnn: the half-width DeepOBS 2c2d (about an hour).
+fashion: $(VENV)/.experiments-installed
+	$(PY) -m experiments.compare --config configs/fashion_mnist_mlp.py
+	$(PY) -m experiments.sweep --config configs/sweep_fashion_mlp.py
+	$(PY) -m experiments.compare --config configs/fashion_mnist_mlp_tuned.py
+
+fashion-cnn: $(VENV)/.experiments-installed
+	$(PY) -m experiments.compare --config configs/fashion_mnist_cnn_cpu.py
 
 # The same training on several (simulated) device layouts, two processes, and a stop and resume.
 distributed: $(VENV)/.experiments-installed
