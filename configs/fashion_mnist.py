@@ -1,8 +1,10 @@
 """Fashion-MNIST: the small CNN for 28x28x1 images, 15 epochs, 3 seeds per optimizer.
 
-Needs the four official IDX files (downloaded on first use, see experiments/data.py). Laid
-out for an accelerator: every seed in one vmapped program and each epoch one lax.scan. On a
-CPU pass --config.vmap_seeds=False --config.epoch_loop=python (see configs/digits.py).
+Needs the four official IDX files: Debian's dataset-fashion-mnist package, files in data_dir, or
+downloaded on first use (see experiments/data.py). Laid out for an accelerator: every seed in
+one vmapped program and each epoch one lax.scan. On a CPU pass --config.vmap_seeds=False
+--config.epoch_loop=python (see configs/digits.py), or use the CPU-sized
+configs/fashion_mnist_mlp.py and configs/fashion_mnist_cnn_cpu.py.
 """
 
 import ml_collections
@@ -13,9 +15,10 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.name = "fashion_mnist"
   config.dataset = "fashion_mnist"
-  # Folder with (or for) the IDX files; "" means $RMSPROP_JAX_DATA_DIR or ~/.cache/rmsprop_jax.
+  # Folder with (or for) the IDX files; "" means $RMSPROP_JAX_DATA_DIR or ~/.cache/rmsprop_jax,
+  # then Debian's /usr/share/datasets/fashion-mnist/.
   config.data_dir = ""
-  # Compare every file with its published MD5 (False only for files you made yourself).
+  # Check the MD5 of every file's decompressed content (False only for files you made yourself).
   config.verify_checksums = True
 
   # Two stages of two 3x3 conv + batch norm (28 -> 14 -> 7), dense 256, dropout 0.25: the

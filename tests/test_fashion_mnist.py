@@ -102,3 +102,24 @@ def test_a_bad_file_ends_the_command_with_one_line(tmp_path):
   assert "apt-get install dataset-fashion-mnist" in lines[0]
   assert "--config.data_dir" in lines[0]
   assert "Traceback" not in completed.stderr
+
+
+def test_the_report_tables_quote_the_runs_and_the_plots_are_pngs(tmp_path):
+  """experiments.fashion_report on a small comparison (digits MLP stands in for the data)."""
+  from experiments import compare, fashion_report
+  from tests.test_experiments import PNG_SIGNATURE, fast_config
+
+  config = fast_config(num_epochs=2, vmap_seeds=True, epoch_loop="scan", target_accuracy=0.5)
+  summary = compare.run_comparison(config, tmp_path / "runs" / "fashion_mnist_mlp",
+                                   progress=False)
+  fashion_report.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+  tables = (tmp_path / "out" / "fashion_tables.md").read_text()
+  for name, result in summary["optimizers"].items():
+    assert (f"| {fashion_report.LABELS[name]} |" in tables
+            and f"{result['test_accuracy']:.4f} ± {result['test_accuracy_std']:.4f}" in tables)
+  # Epochs to a threshold: the first epoch at or above it, per seed.
+  assert fashion_report.epochs_to(np.array([[0.8, 0.9, 0.95], [0.9, 0.9, 0.9]]), 0.9) == [2, 1]
+  assert fashion_report.epochs_to(np.array([[0.8, 0.85]]), 0.9) == [None]
+  for png in ("fashion_learning_curves.png", "fashion_per_class.png",
+              "fashion_confusion_fashion_mnist_mlp.png"):
+    assert (tmp_path / "out" / png).read_bytes()[:8] == PNG_SIGNATURE
