@@ -138,7 +138,7 @@ def tables(comparisons: Mapping[str, tuple[dict[str, Any], dict[str, np.ndarray]
       lines.append(
           f"| {LABELS[record['optimizer']]} | {_hyper(record['hparams'])} | "
           f"{_num(record.get('validation_accuracy'))} | {_num(record.get('test_accuracy'))} | "
-          f"{record.get('diverged_runs', record.get('diverged', ''))} |")
+          f"{'yes' if record.get('diverged') else 'no'} |")
     lines += ["", "Best trials (chosen on validation accuracy): " + "; ".join(
         f"{LABELS[n]} {_hyper(b['hparams'])} (val. {b['validation_accuracy']:.4f})"
         for n, b in sweep["best"].items() if b) + "."]

@@ -123,3 +123,34 @@ def test_the_report_tables_quote_the_runs_and_the_plots_are_pngs(tmp_path):
   for png in ("fashion_learning_curves.png", "fashion_per_class.png",
               "fashion_confusion_fashion_mnist_mlp.png"):
     assert (tmp_path / "out" / png).read_bytes()[:8] == PNG_SIGNATURE
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist_mlp", "fashion_mnist_mlp_tuned",
+                                  "fashion_mnist_cnn_cpu"])
+def test_cpu_configs_are_complete(name):
+  import importlib
+
+  from experiments import train
+
+  config = importlib.import_module(f"configs.{name}").get_config()
+  assert config.name == name and config.dataset == "fashion_mnist"
+  assert set(config.optimizers) == set(train.OPTIMIZERS) and config.num_seeds >= 3
+  if name.endswith("_tuned"):
+    assert config.tuned_from == "runs/sweep_fashion_mlp/sweep.json"
+    config.tuned_from = ""  # The sweep's output need not exist for the check.
+  train.check_config(config)
+
+
+def test_2c2d_has_deepobs_size_and_shapes():
+  import jax
+  from flax import nnx
+
+  from experiments import models
+
+  model = nnx.eval_shape(lambda: models.build_model("2c2d", (28, 28, 1), 10, rngs=nnx.Rngs(0)))
+  params = nnx.state(model, nnx.Param)
+  # DeepOBS's fmnist_2c2d: 3,274,634 trainable parameters.
+  assert sum(leaf.size for leaf in jax.tree.leaves(params)) == 3_274_634
+  small = models.build_model("2c2d", (28, 28, 1), 10, rngs=nnx.Rngs(0), channels=(16, 32),
+                             hidden_size=256)
+  assert small(np.zeros((3, 28, 28, 1), np.float32)).shape == (3, 10)
