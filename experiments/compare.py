@@ -226,7 +226,7 @@ def write_report(
       summary["optimizers"][focus]["confusion_matrix"], class_names,
       workdir / f"confusion_{focus}.png",
       f"{plots.OPTIMIZER_LABELS.get(focus, focus)} on {summary['config']}: test confusion "
-      f"matrix, summed over {summary['num_seeds']} seeds",
+      f"matrix, summed over {summary['num_seeds']} seed{'s' if summary['num_seeds'] > 1 else ''}",
   )
   (workdir / "summary.md").write_text(markdown_report(summary, class_names))
 

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from experiments.train import RunResult
 
@@ -38,6 +39,7 @@ def plot_learning_curves(results: Sequence[RunResult], path: Path, title: str) -
       ("test_accuracy", "test accuracy", False),
   )
   figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+  num_seeds = min(result.train_loss.shape[0] for result in results)
   for axis, (field, label, log_scale) in zip(axes, panels, strict=True):
     for result in results:
       values = getattr(result, field)
@@ -45,15 +47,20 @@ def plot_learning_curves(results: Sequence[RunResult], path: Path, title: str) -
       mean, std = values.mean(axis=0), values.std(axis=0)
       color = OPTIMIZER_COLORS.get(result.optimizer)
       axis.plot(epochs, mean, label=OPTIMIZER_LABELS.get(result.optimizer, result.optimizer),
-                color=color)
-      axis.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+                color=color, marker="o" if len(epochs) <= 5 else None, markersize=3)
+      if num_seeds > 1:
+        axis.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("epoch")
     axis.set_ylabel(label)
     if log_scale:
       axis.set_yscale("log")
     axis.grid(True, alpha=0.3)
   axes[2].legend(loc="lower right")
-  figure.suptitle(f"{title}: mean over seeds, band = one standard deviation")
+  if num_seeds > 1:
+    figure.suptitle(f"{title}: mean over {num_seeds} seeds, band = one standard deviation")
+  else:
+    figure.suptitle(f"{title}: one seed")
   return _save(figure, path)
 
 
@@ -82,8 +89,9 @@ def plot_per_class(
     axis.set_ylabel(OPTIMIZER_LABELS.get(name, name), fontsize=9)
     axis.grid(True, axis="y", alpha=0.3)
   axes[0, 0].legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=2, frameon=False)
-  axes[-1, 0].set_xticks(positions, class_names, rotation=30 if len(max(class_names, key=len)) > 3
-                         else 0)
+  axes[-1, 0].set_xticks(positions, class_names, rotation=_tick_rotation(class_names),
+                         ha="right" if _tick_rotation(class_names) else "center")
+  axes[-1, 0].set_xlabel("class")
   figure.suptitle(f"{title}: per-class test precision and recall")
   return _save(figure, path)
 
@@ -101,13 +109,19 @@ def plot_confusion_matrix(
       axis.text(column, row, str(counts[row, column]), ha="center", va="center", fontsize=8,
                 color="white" if counts[row, column] > threshold else "black")
   ticks = np.arange(len(class_names))
-  axis.set_xticks(ticks, class_names, rotation=45, ha="right")
+  rotation = _tick_rotation(class_names)
+  axis.set_xticks(ticks, class_names, rotation=rotation, ha="right" if rotation else "center")
   axis.set_yticks(ticks, class_names)
   axis.set_xlabel("predicted class")
   axis.set_ylabel("true class")
   axis.set_title(title)
   figure.colorbar(image, ax=axis, fraction=0.046)
   return _save(figure, path)
+
+
+def _tick_rotation(class_names: Sequence[str]) -> int:
+  """Tick labels are tilted only when they are words that would overlap (not digits)."""
+  return 30 if len(max(class_names, key=len)) > 3 else 0
 
 
 def _save(figure: Any, path: Path) -> Path:
