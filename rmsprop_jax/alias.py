@@ -47,13 +47,13 @@ def rmsprop(
 
   always four stages, the third ``optax.identity()`` when ``momentum is None``. The state's
   tree structure therefore depends only on the structural options (``centered``, ``momentum``
-  given or ``None``, ``learning_rate`` a schedule or not, ``weight_decay_mask`` given or not),
-  never on a number being a Python float or an array: ``optax.inject_hyperparams(rmsprop)``
-  has the same inner state as ``rmsprop``. A ``weight_decay`` of the Python number 0 (the
-  default) makes the last stage a pass-through, so ``update`` then needs no ``params``. For
-  every option ``optax.rmsprop`` also has, the trajectory equals ``optax.rmsprop``'s with the
-  same arguments (note the defaults differ: optax puts ``eps`` inside the square root by
-  default).
+  given or ``None``, ``weight_decay_mask`` given or not), never on a number being a Python
+  float or an array, nor on the learning rate being a schedule or a number:
+  ``optax.inject_hyperparams(rmsprop)`` has the same inner state as ``rmsprop``. A
+  ``weight_decay`` of the Python number 0 (the default) makes the last stage a pass-through,
+  so ``update`` then needs no ``params``. For every option ``optax.rmsprop`` also has, the
+  trajectory equals ``optax.rmsprop``'s with the same arguments (note the defaults differ:
+  optax puts ``eps`` inside the square root by default).
 
   Each state leaf that mirrors a parameter (``nu``, ``mu``, the momentum ``trace``) is built
   with ``jnp.full_like`` and keeps that parameter's sharding; ``update`` is elementwise and
@@ -111,9 +111,9 @@ def rmsprop(
     [0.853, -1.852, 2.852]
 
   References:
-    Hinton, Srivastava & Swersky, *Neural Networks for Machine Learning*, lecture 6e (2012).
-    Graves, *Generating Sequences With Recurrent Neural Networks*, arXiv:1308.0850 (2013).
-    Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, ICLR (2019).
+    - Hinton, Srivastava & Swersky, *Neural Networks for Machine Learning*, lecture 6e (2012).
+    - Graves, *Generating Sequences With Recurrent Neural Networks*, arXiv:1308.0850 (2013).
+    - Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, ICLR (2019).
   """
   hp.check_learning_rate("learning_rate", learning_rate)
   if momentum is not None:

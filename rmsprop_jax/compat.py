@@ -2,7 +2,7 @@
 
 A paper's hyperparameters carry over unchanged: ``pytorch_rmsprop(lr=..., alpha=...)`` follows
 ``torch.optim.RMSprop`` step for step, and likewise for Keras 3 and TensorFlow 1. Where the
-frameworks differ (see the table in the README):
+frameworks differ (the full table is in ``docs/conventions.md``):
 
 =================  ===============  ==============  ==============  =====================
 preset             eps              nu starts at    learning rate   weight decay

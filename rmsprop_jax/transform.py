@@ -180,8 +180,8 @@ def scale_by_rmsprop(
     [-0.3162, 0.3162]
 
   References:
-    Hinton, Srivastava & Swersky, *Neural Networks for Machine Learning*, lecture 6e (2012).
-    Graves, *Generating Sequences With Recurrent Neural Networks*, arXiv:1308.0850 (2013).
+    - Hinton, Srivastava & Swersky, *Neural Networks for Machine Learning*, lecture 6e (2012).
+    - Graves, *Generating Sequences With Recurrent Neural Networks*, arXiv:1308.0850 (2013).
   """
   hp.check_scalar("decay", decay, minimum=0.0, maximum=1.0)
   hp.check_scalar("eps", eps, minimum=0.0)
