@@ -163,7 +163,9 @@ def scale_by_rmsprop(
     bias_correction: divide the moving averages by :math:`1-\rho^t` as Adam does.
     accumulator_dtype: dtype to *store* ``nu`` and ``mu`` in (e.g. ``jnp.bfloat16`` halves the
       state); arithmetic still runs in :func:`compute_dtype` on the stored (rounded) averages.
-      ``None`` keeps the parameters' dtype.
+      ``None`` keeps the parameters' dtype. In bfloat16 a step's change below half the
+      spacing near ``nu`` is rounded away, so with decays above about 0.9 ``nu`` stalls below
+      its value (docs/recipes/bfloat16.md).
 
   Returns:
     An ``optax.GradientTransformation`` with state :class:`ScaleByRmsPropState` or
