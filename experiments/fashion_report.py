@@ -11,6 +11,9 @@ into ``--out`` (default ``docs/experiments``):
   the diagonal is each class's recall), summed over seeds;
 * ``fashion_tables.md`` — the tables docs/experiments.md quotes.
 
+A comparison run one optimizer per process (``runs/<name>_<optimizer>/``) is joined first
+(:func:`merge_parts`).
+
   python -m experiments.fashion_report [--runs runs] [--out docs/experiments]
 """
 
@@ -60,6 +63,40 @@ def load_comparison(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
       for (name, field), per_seed in rows.items()
   }
   return summary, curves
+
+
+def merge_parts(folder: Path, order: Sequence[str] = ("sgd", "momentum", "adam", "rmsprop")
+                ) -> bool:
+  """Joins per-optimizer comparisons ``<folder>_<optimizer>/`` into ``<folder>/``.
+
+  A long comparison may run one optimizer per process (so that finished optimizers survive
+  an interruption); with the same config and seeds each part equals the corresponding part of
+  one run. Writes ``summary.json`` (``total_wall_time_s`` summed) and ``metrics.csv``; returns
+  whether any part was found. An existing ``<folder>/summary.json`` is left alone.
+  """
+  if (folder / "summary.json").is_file():
+    return True
+  parts = [folder.with_name(f"{folder.name}_{name}") for name in order]
+  parts = [part for part in parts if (part / "summary.json").is_file()]
+  if not parts:
+    return False
+  summaries = [json.loads((part / "summary.json").read_text()) for part in parts]
+  merged = dict(summaries[0])
+  merged["optimizers"] = {name: result for summary in summaries
+                          for name, result in summary["optimizers"].items()}
+  merged["optimizers"] = {name: merged["optimizers"][name] for name in order
+                          if name in merged["optimizers"]}
+  merged["total_wall_time_s"] = sum(summary["total_wall_time_s"] for summary in summaries)
+  merged["config"] = folder.name
+  folder.mkdir(parents=True, exist_ok=True)
+  (folder / "summary.json").write_text(json.dumps(merged, indent=2))
+  header, rows = None, []
+  for part in parts:
+    lines = (part / "metrics.csv").read_text().splitlines()
+    header = lines[0]
+    rows += lines[1:]
+  (folder / "metrics.csv").write_text("\n".join([header or "", *rows]) + "\n")
+  return True
 
 
 def epochs_to(curve: np.ndarray, threshold: float) -> list[int | None]:
@@ -177,8 +214,8 @@ def plot_curves(comparisons: Mapping[str, tuple[dict[str, Any], dict[str, np.nda
       axis.grid(True, alpha=0.3)
       axis.set_title(f"{COMPARISONS.get(name, name)}: {label}", fontsize=10)
     axes[row, 0].legend(loc="lower right", fontsize=8)
-  figure.suptitle(f"Fashion-MNIST test set ({len(curves)} curves): mean over "
-                  f"{summary['num_seeds']} seeds, band = one standard deviation", fontsize=11)
+  figure.suptitle(f"Fashion-MNIST, 10,000 test images: mean over {summary['num_seeds']} "
+                  "seeds, band = one standard deviation", fontsize=11)
   figure.tight_layout()
   figure.savefig(path, dpi=110)
   plt.close(figure)
@@ -249,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   runs, out = Path(args.runs), Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   comparisons = {name: load_comparison(runs / name) for name in COMPARISONS
-                 if (runs / name / "summary.json").is_file()}
+                 if merge_parts(runs / name)}
   if not comparisons:
     raise SystemExit(f"error: no Fashion-MNIST comparison in {runs}/ ({', '.join(COMPARISONS)})")
   sweep_path = runs / SWEEP / "sweep.json"
