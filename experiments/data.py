@@ -475,9 +475,10 @@ def download_file(
   """
   from tqdm.auto import tqdm
 
-  destination.parent.mkdir(parents=True, exist_ok=True)
   partial = destination.with_name(destination.name + ".part")
   with urllib.request.urlopen(url, timeout=timeout) as response:
+    # Only now: a failed download leaves no empty folder behind.
+    destination.parent.mkdir(parents=True, exist_ok=True)
     total = int(response.headers.get("Content-Length") or 0) or None
     with (
         open(partial, "wb") as out,
