@@ -16,7 +16,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 # PyTorch's OpenMP threads otherwise spin for a while after each parallel loop, stealing the
 # cores from whichever JAX step runs next in the round; it must be set before torch loads.
@@ -153,7 +153,7 @@ def jax_optimizers(config: ml_collections.ConfigDict) -> dict[str, optax.Gradien
   }
 
 
-def make_update_step(optimizer: optax.GradientTransformation) -> Callable[..., Any]:
+def make_update_step(optimizer: optax.GradientTransformation) -> jax.stages.Wrapped:
   """``(params, state, grads) -> (params, state)``: update and apply, jitted, donating both."""
 
   def update_step(params, opt_state, grads):
@@ -319,7 +319,7 @@ def run_case(
         ratio_to_torch[f"{name} / {torch_name}"] = paired_ratio(times[name], times[torch_name])
   passes = {}
   if tree == "one_leaf":
-    passes = {name: count_passes(runner.compiled.as_text(), num_params)
+    passes = {name: count_passes(cast(str, runner.compiled.as_text()), num_params)
               for name, runner in runners.items() if isinstance(runner, JaxRunner)}
   del runners
   return {
@@ -415,7 +415,7 @@ def hlo_passes(optimizer: optax.GradientTransformation, size: int) -> dict[str, 
   """
   params = {"leaf000": jnp.zeros((size,), jnp.float32)}
   compiled = make_update_step(optimizer).lower(params, optimizer.init(params), params).compile()
-  return count_passes(compiled.as_text(), size)
+  return count_passes(cast(str, compiled.as_text()), size)
 
 
 def sweep_speedup(path: str) -> dict[str, Any]:

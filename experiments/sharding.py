@@ -186,7 +186,7 @@ def host_to_global(value: Any, sharding: Any) -> Any:
   so the same call works on one process and on many; ``sharding`` is one sharding for every
   leaf or a pytree of shardings shaped like ``value``.
   """
-  def place(leaf: Any, leaf_sharding: NamedSharding) -> jax.Array:
+  def place(leaf: Any, leaf_sharding: jax.sharding.Sharding) -> jax.Array:
     array = np.asarray(leaf)
     return jax.make_array_from_callback(array.shape, leaf_sharding, lambda index: array[index])
 

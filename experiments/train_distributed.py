@@ -232,8 +232,8 @@ def train_and_evaluate(
     ``summary.md`` into ``workdir``.
   """
   distributed_lib.initialize(config.get("distributed"))
-  workdir = checkpointing.as_checkpoint_path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  run_dir = checkpointing.as_checkpoint_path(workdir)
+  run_dir.mkdir(parents=True, exist_ok=True)
   if config.num_epochs < 1:
     raise ValueError(f"config.num_epochs must be >= 1; got {config.num_epochs}.")
   checkpoint_every = int(config.get("checkpoint_every", 0))
@@ -276,7 +276,7 @@ def train_and_evaluate(
   state_shardings = sharding.train_state_shardings(optimizer, abstract_state, mesh, min_shard_size)
 
   checkpointer = checkpointing.TrainCheckpointer(
-      workdir / "checkpoints",
+      run_dir / "checkpoints",
       save_every=checkpoint_every,
       max_to_keep=int(config.get("max_checkpoints_to_keep", 3)),
       async_save=bool(config.get("async_checkpointing", True)),
@@ -405,7 +405,7 @@ def train_and_evaluate(
       checkpoint_time_s=checkpoint_time,
   )
   if distributed_lib.is_primary():
-    write_summary(workdir, config, result)
+    write_summary(run_dir, config, result)
   return result
 
 

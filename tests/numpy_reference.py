@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 
 @dataclass
 class RmspropConfig:
-  learning_rate: float | Callable[[int], float] = 1e-3
+  learning_rate: float | Callable[[Any], float] = 1e-3
   decay: float = 0.9
   eps: float = 1e-8
   eps_in_sqrt: bool = False
@@ -40,7 +41,7 @@ class NumpyRmsprop:
     self.nu = {k: np.full(np.shape(v), config.initial_scale, np.float64) for k, v in params.items()}
     self.mu = {k: np.zeros(np.shape(v), np.complex128 if np.iscomplexobj(v) else np.float64)
                for k, v in params.items()}
-    self.buffer = {k: np.zeros_like(self.mu[k]) for k in params}
+    self.buffer: dict[str, np.ndarray] = {k: np.zeros_like(self.mu[k]) for k in params}
 
   def step(self, grads: dict[str, np.ndarray], params: dict[str, np.ndarray]):
     c = self.config

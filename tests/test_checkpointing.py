@@ -314,7 +314,7 @@ def test_data_position() -> None:
         ({"max_to_keep": 1}, "max_to_keep must be >= 2"),
     ],
 )
-def test_bad_checkpointer_arguments(tmp_path: Path, kwargs: dict[str, int], message: str) -> None:
+def test_bad_checkpointer_arguments(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
   with pytest.raises(ValueError, match=message):
     TrainCheckpointer(tmp_path, **kwargs)
 
@@ -423,7 +423,9 @@ def test_a_config_that_disagrees_with_the_checkpoint_stops_in_one_line(
 
 
 def test_run_progress_round_trips_bitwise() -> None:
-  steps = [{"loss": np.float32(0.1 * k + 1 / 3), "accuracy": np.float32(k / 7)} for k in range(5)]
+  steps: list[dict[str, Any]] = [
+      {"loss": np.float32(0.1 * k + 1 / 3), "accuracy": np.float32(k / 7)} for k in range(5)
+  ]
   progress = train_distributed.RunProgress(
       history=[{"step": 22, "epoch": 1, "train_loss": 0.5}], epoch_steps=list(steps)
   )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -24,7 +26,7 @@ FLOAT64_CONFIGS = {
 
 
 def build(config: RmspropConfig, **overrides) -> optax.GradientTransformation:
-  kwargs = dict(
+  kwargs: dict[str, Any] = dict(
       learning_rate=config.learning_rate, decay=config.decay, eps=config.eps,
       eps_in_sqrt=config.eps_in_sqrt, initial_scale=config.initial_scale,
       centered=config.centered, momentum=config.momentum, nesterov=config.nesterov,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import chex
 import jax
@@ -82,7 +83,7 @@ def test_jitted_step_compiles_once_whatever_the_hyperparameter_values():
   for lr, decay, momentum in values:
     params, state = train_step(params, state, jnp.ones(5), lr, decay, momentum)
   assert len(traces) == 1
-  assert train_step._cache_size() == 1
+  assert cast(Any, train_step)._cache_size() == 1
 
 
 # ------------------------------------------------------------------------ bad input
@@ -128,7 +129,7 @@ def test_non_scalar_and_non_numeric_hyperparameters_are_rejected():
   with pytest.raises(ValueError, match=r"learning_rate must be a scalar, got an array of shape"):
     rmsprop_jax.rmsprop(learning_rate=jnp.array([1e-3, 1e-2]))
   with pytest.raises(TypeError, match="decay must be a real number"):
-    rmsprop_jax.rmsprop(decay="0.9")
+    rmsprop_jax.rmsprop(decay=cast(Any, "0.9"))
   with pytest.raises(TypeError, match="eps must be a real number"):
     rmsprop_jax.rmsprop(eps=True)
   with pytest.raises(ValueError, match="nesterov=True needs a momentum"):

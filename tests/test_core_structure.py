@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -16,7 +18,7 @@ PARAMS = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
 GRADS = {"w": jnp.full((2, 3), 0.5), "b": jnp.array([1.0, -2.0, 0.0])}
 
 # Structural options only; the numbers are added by `numbers` below.
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {},
     "centered": {"centered": True},
     "momentum": {"momentum": 0.9},
@@ -35,9 +37,14 @@ NUMBERS = {"learning_rate": 1e-2, "decay": 0.9, "eps": 1e-8, "initial_scale": 0.
 
 def numbers(variant):
   """The variant's keyword arguments with every numeric default spelt out."""
-  kwargs = dict(NUMBERS)
+  kwargs: dict[str, Any] = dict(NUMBERS)
   kwargs.update(VARIANTS[variant])
   return kwargs
+
+
+def structure(tree: Any) -> Any:
+  """``jax.tree.structure``; jaxlib ships no stub for ``PyTreeDef``, so mypy cannot compare it."""
+  return jax.tree.structure(tree)
 
 
 def as_arrays(kwargs):
@@ -51,23 +58,23 @@ def as_arrays(kwargs):
 def test_floats_arrays_tracers_and_inject_hyperparams_share_one_state_structure(variant):
   kwargs = numbers(variant)
   static = rmsprop_jax.rmsprop(**kwargs)
-  reference = jax.tree.structure(static.init(PARAMS))
+  reference = structure(static.init(PARAMS))
   # The library's defaults, not spelt out, are the same optimizer.
   defaults = {k: v for k, v in kwargs.items() if k not in NUMBERS or k in VARIANTS[variant]}
-  assert jax.tree.structure(rmsprop_jax.rmsprop(**defaults).init(PARAMS)) == reference
-  assert jax.tree.structure(rmsprop_jax.rmsprop(**as_arrays(kwargs)).init(PARAMS)) == reference
+  assert structure(rmsprop_jax.rmsprop(**defaults).init(PARAMS)) == reference
+  assert structure(rmsprop_jax.rmsprop(**as_arrays(kwargs)).init(PARAMS)) == reference
 
   numeric = {k: v for k, v in as_arrays(kwargs).items() if isinstance(v, jax.Array)}
   structural = {k: v for k, v in kwargs.items() if k not in numeric}
   traced = jax.jit(lambda h: rmsprop_jax.rmsprop(**h, **structural).init(PARAMS))(numeric)
-  assert jax.tree.structure(traced) == reference
+  assert structure(traced) == reference
 
   # A dtype is callable, so inject_hyperparams would take it for a schedule; say it is static.
   injected = optax.inject_hyperparams(
       rmsprop_jax.rmsprop, static_args=("accumulator_dtype",)
   )(**kwargs)
   injected_state = injected.init(PARAMS)
-  assert jax.tree.structure(injected_state.inner_state) == reference
+  assert structure(injected_state.inner_state) == reference
   # The update keeps it, and (float32 throughout) gives the same bits as the static optimizer.
   static_updates, static_state = jax.jit(static.update)(GRADS, static.init(PARAMS), PARAMS)
   injected_updates, injected_state = jax.jit(injected.update)(GRADS, injected_state, PARAMS)
@@ -108,14 +115,14 @@ def test_the_chain_has_four_stages_with_an_identity_for_absent_momentum():
 )
 def test_presets_structure_does_not_depend_on_number_types(factory, kwargs):
   static = factory(**kwargs)
-  reference = jax.tree.structure(static.init(PARAMS))
+  reference = structure(static.init(PARAMS))
   injected = optax.inject_hyperparams(factory)(**kwargs)
   if kwargs.get("momentum", 0.0) != 0.0:  # momentum 0 as a number: no buffer, as documented
-    assert jax.tree.structure(injected.init(PARAMS).inner_state) == reference
+    assert structure(injected.init(PARAMS).inner_state) == reference
   arrays = as_arrays(kwargs)
   if "momentum" in kwargs and kwargs["momentum"] == 0.0:
     arrays["momentum"] = 0.0
-  assert jax.tree.structure(factory(**arrays).init(PARAMS)) == reference
+  assert structure(factory(**arrays).init(PARAMS)) == reference
   np.testing.assert_array_equal(
       np.concatenate([np.ravel(x) for x in jax.tree.leaves(factory(**arrays).update(
           GRADS, factory(**arrays).init(PARAMS), PARAMS)[0])]),

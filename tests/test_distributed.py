@@ -69,14 +69,14 @@ def launch_two_processes(workdir: Path, timeout: float = 300) -> list[dict[str, 
     env.pop(name, None)
   workers = []
   for process_id in range(NUM_PROCESSES):
-    code = (
+    script = (
         "import json\n"
         "from tests import test_distributed as t\n"
         f"report = t.two_process_worker({process_id}, {port}, {str(workdir)!r})\n"
         "print('RESULT ' + json.dumps(report), flush=True)\n"
     )
     workers.append(subprocess.Popen(
-        [sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE,
+        [sys.executable, "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     ))
   outputs = []

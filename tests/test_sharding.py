@@ -64,7 +64,9 @@ def eight_device_report(workdir: str) -> dict[str, Any]:
         in_shardings=(param_shardings, state_shardings, param_shardings),
         out_shardings=(param_shardings, state_shardings),
     ).lower(abstract_params, abstract_opt, abstract_params).compile()
-    return count_collectives(compiled.as_text())
+    text = compiled.as_text()
+    assert text is not None
+    return count_collectives(text)
 
   # Gradients: one SGD step with learning rate 1 moves every parameter by minus its gradient.
   sgd = train.make_optimizer("sgd", {"learning_rate": 1.0})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -61,7 +62,7 @@ def test_make_optimizer_is_the_one_factory_and_rejects_unknown_keys() -> None:
   spec = {"kind": "rmsprop", "learning_rate": 0.01, "decay": 0.9, "eps": 1e-3,
           "eps_in_sqrt": True, "initial_scale": 1.0, "momentum": 0.5, "nesterov": True,
           "weight_decay": 0.1}
-  hparams = {key: value for key, value in spec.items() if key != "kind"}
+  hparams: dict[str, Any] = {key: value for key, value in spec.items() if key != "kind"}
   params = {"w": jnp.array([1.0, -2.0, 3.0])}
   grads = {"w": jnp.array([0.3, 0.1, -2.0])}
   ours = common.make_optimizer(spec)
@@ -111,7 +112,9 @@ def test_adding_rnn_forget_bias_and_output_shape() -> None:
   from flax import nnx
 
   model = adding_problem.AddingRNN(5, forget_bias=1.0, rngs=nnx.Rngs(0))
-  bias = np.asarray(model.cell.dense_h.bias[...])
+  bias_param = model.cell.dense_h.bias
+  assert bias_param is not None
+  bias = np.asarray(bias_param[...])
   np.testing.assert_array_equal(bias[5:10], 1.0)
   np.testing.assert_array_equal(np.delete(bias, np.s_[5:10]), 0.0)
   inputs, _ = adding_problem.adding_problem_batch(jax.random.key(0), 3, 7)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -75,10 +75,13 @@ class AddingRNN(nnx.Module):
       # The fused cell computes all four gates with one matrix product per step, which on a
       # CPU is several times faster than ``nnx.LSTMCell``'s eight products; the function is
       # the same. Its gates are laid out [input, forget, candidate, output].
-      recurrent_cell = nnx.OptimizedLSTMCell(2, hidden_size, rngs=rngs)
+      recurrent_cell: nnx.OptimizedLSTMCell | nnx.GRUCell = nnx.OptimizedLSTMCell(
+          2, hidden_size, rngs=rngs
+      )
       # A positive forget-gate bias lets memory persist from the start (Gers et al., 2000;
       # Jozefowicz et al., 2015); without it the LSTM first has to learn not to forget.
       bias = recurrent_cell.dense_h.bias
+      assert bias is not None  # dense_h is built with use_bias=True
       bias[...] = bias[...].at[hidden_size:2 * hidden_size].set(forget_bias)
     elif cell == "gru":
       recurrent_cell = nnx.GRUCell(2, hidden_size, rngs=rngs)
@@ -95,7 +98,7 @@ class AddingRNN(nnx.Module):
     # The carry starts at zero; it is built here rather than by ``cell.initialize_carry``,
     # which draws from the module's RNG stream and so cannot run under jit/vmap of a merged
     # model.
-    carry = (zeros, zeros) if self.cell_type == "lstm" else zeros
+    carry: Any = (zeros, zeros) if self.cell_type == "lstm" else zeros
 
     def step(carry: Any, inputs_t: jax.Array) -> tuple[Any, None]:
       carry, _ = self.cell(carry, inputs_t)
@@ -162,12 +165,16 @@ def run_optimizer(
   seeds = [config.seed + offset for offset in range(config.num_seeds)]
   graphdef, states = None, []
   for seed in seeds:
-    graphdef, params, rest = nnx.split(build_model(config, seed), nnx.Param, ...)
+    graphdef, params, rest = cast(  # two filters: exactly three parts
+        tuple[nnx.GraphDef, nnx.State, nnx.State],
+        nnx.split(build_model(config, seed), nnx.Param, ...),
+    )
     states.append({
         "params": params, "rest": rest, "opt_state": optimizer.init(params),
         "key": jax.random.key(seed),
     })
   state = common.stack_trees(states)
+  assert graphdef is not None  # stack_trees has just needed at least one seed
   train_chunk, eval_step = make_train_functions(config, graphdef, optimizer, sequence_length)
   eval_inputs, eval_targets = adding_problem_batch(
       jax.random.key(config.eval_seed), config.eval_size, sequence_length

@@ -170,6 +170,7 @@ def run_optimizer(config: ml_collections.ConfigDict, spec: Mapping[str, Any],
         "key": data_key,
     })
   state = common.stack_trees(states)
+  assert graphdef is not None  # stack_trees has just needed at least one seed
   train_chunk = make_train_chunk(config, graphdef, optimizer)
   num_steps = config.num_segments * config.segment_length
   curves: dict[str, list[np.ndarray]] = {"tracking_error": [], "normalized_error": []}

@@ -157,6 +157,7 @@ def run_optimizer(config: ml_collections.ConfigDict, spec: Mapping[str, Any], de
                    "teacher": jax.random.normal(teacher_key, (config.num_features,)),
                    "key": data_key})
   state = common.stack_trees(states)
+  assert graphdef is not None  # stack_trees has just needed at least one seed
   train_chunk, evaluate = make_functions(config, graphdef, optimizer)
   test_bags, tail_bags = evaluation_sets(config)
 

@@ -13,6 +13,7 @@ the whole update rule: loss(x) = 0.5 * ||A x - b||^2 + 0.1 * sum(sin(x)) + <nois
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -65,7 +66,7 @@ def trajectory(learning_rate, decay, momentum, eps, centered) -> np.ndarray:
 
 
 def main() -> None:
-  arrays = {"A": A, "B": B, "x0": X0, "noise": NOISE}
+  arrays: dict[str, Any] = {"A": A, "B": B, "x0": X0, "noise": NOISE}
   for name, config in CONFIGS.items():
     arrays[name] = trajectory(*config)
   out = pathlib.Path(__file__).with_name("tf1_rmsprop.npz")
