@@ -30,8 +30,9 @@ $(VENV)/.docs-installed: pyproject.toml | $(PY)
 run: $(VENV)/.experiments-installed
 	$(PY) -m experiments.compare --config $(CONFIG)
 
+# ruff: every Python file (docs' recipes too); mypy: the library, experiments, configs, tests.
 lint: $(VENV)/.test-installed
-	$(PY) -m ruff check rmsprop_jax
+	$(PY) -m ruff check .
 	$(PY) -m mypy
 
 test: lint

@@ -95,7 +95,7 @@ CIFAR10_CLASSES = (
 DIGITS_CLASSES = tuple(str(digit) for digit in range(10))
 
 # IDX type codes (LeCun's MNIST page): third byte of the magic number -> big-endian dtype.
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
