@@ -1,8 +1,8 @@
 """The Fashion-MNIST write-up's figures and tables, built from finished runs.
 
 Reads the comparisons ``runs/<name>/summary.json`` and ``metrics.csv`` (any of
-:data:`COMPARISONS` that exist) and the sweep ``runs/sweep_fashion_mlp/sweep.json``, and writes
-into ``--out`` (default ``docs/experiments``):
+:data:`COMPARISONS` that exist) and the sweeps ``runs/<sweep>/sweep.json`` (:data:`SWEEPS`), and
+writes into ``--out`` (default ``docs/experiments``):
 
 * ``fashion_learning_curves.png`` — test accuracy and test loss per epoch, one row per
   comparison, mean over seeds with a one-standard-deviation band;
@@ -39,8 +39,9 @@ COMPARISONS = {
     "fashion_mnist_mlp": "MLP 256-256, framework defaults",
     "fashion_mnist_mlp_tuned": "MLP 256-256, tuned on validation split",
     "fashion_mnist_cnn_cpu": "CNN (2c2d, half width), framework defaults",
+    "fashion_mnist_cnn_cpu_tuned": "CNN (2c2d, half width), tuned on validation split",
 }
-SWEEP = "sweep_fashion_mlp"
+SWEEPS = ("sweep_fashion_mlp", "sweep_fashion_cnn")
 LABELS = {"sgd": "SGD", "momentum": "SGD + momentum", "adam": "Adam", "rmsprop": "RMSprop"}
 # Crowded Valley (Schmidt et al., 2021), DeepOBS fmnist_2c2d, 100 epochs, tuned constant
 # learning rates, final test accuracy, one seed (see /work/shared/REFERENCE.md / the docs).
@@ -122,7 +123,7 @@ def _hyper(hparams: Mapping[str, Any]) -> str:
 
 
 def tables(comparisons: Mapping[str, tuple[dict[str, Any], dict[str, np.ndarray]]],
-           sweep: dict[str, Any] | None) -> str:
+           sweeps: Mapping[str, dict[str, Any]]) -> str:
   """The Markdown tables of the write-up."""
   lines = ["## Test accuracy (mean ± std over seeds, final epoch)", "",
            "| comparison | optimizer | hyperparameters | test accuracy | per seed | best epoch's "
@@ -167,8 +168,10 @@ def tables(comparisons: Mapping[str, tuple[dict[str, Any], dict[str, np.ndarray]
     lines.append("| min over classes | " + " | ".join(
         f"{min(summary['optimizers'][n]['per_class_precision']):.3f} / "
         f"{min(summary['optimizers'][n]['per_class_recall']):.3f}" for n in names) + " |")
-  if sweep is not None:
-    lines += ["", "## Sweep (validation accuracy after the sweep's epochs, by trial)", ""]
+  for sweep_name, sweep in sweeps.items():
+    epochs = sweep.get("num_epochs") or sweep.get("config", {}).get("num_epochs", "?")
+    lines += ["", f"## Sweep {sweep_name} (validation accuracy after {epochs} epochs, by trial)",
+              ""]
     lines += ["| optimizer | hyperparameters | validation acc. | test acc. | diverged |",
               "|---|---|---|---|---|"]
     for record in sweep["trials"]:
@@ -289,13 +292,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                  if merge_parts(runs / name)}
   if not comparisons:
     raise SystemExit(f"error: no Fashion-MNIST comparison in {runs}/ ({', '.join(COMPARISONS)})")
-  sweep_path = runs / SWEEP / "sweep.json"
-  sweep = json.loads(sweep_path.read_text()) if sweep_path.is_file() else None
+  sweeps = {name: json.loads((runs / name / "sweep.json").read_text()) for name in SWEEPS
+            if (runs / name / "sweep.json").is_file()}
   plot_curves(comparisons, out / "fashion_learning_curves.png")
   plot_per_class(comparisons, out / "fashion_per_class.png")
   for name, (summary, _) in comparisons.items():
     plot_confusions(name, summary, out / f"fashion_confusion_{name}.png")
-  (out / "fashion_tables.md").write_text(tables(comparisons, sweep))
+  (out / "fashion_tables.md").write_text(tables(comparisons, sweeps))
   print(f"wrote {out}/fashion_*.png and fashion_tables.md from {', '.join(comparisons)}")
 
 

@@ -126,7 +126,7 @@ def test_the_report_tables_quote_the_runs_and_the_plots_are_pngs(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["fashion_mnist_mlp", "fashion_mnist_mlp_tuned",
-                                  "fashion_mnist_cnn_cpu"])
+                                  "fashion_mnist_cnn_cpu", "fashion_mnist_cnn_cpu_tuned"])
 def test_cpu_configs_are_complete(name):
   import importlib
 
@@ -136,7 +136,8 @@ def test_cpu_configs_are_complete(name):
   assert config.name == name and config.dataset == "fashion_mnist"
   assert set(config.optimizers) == set(train.OPTIMIZERS) and config.num_seeds >= 3
   if name.endswith("_tuned"):
-    assert config.tuned_from == "runs/sweep_fashion_mlp/sweep.json"
+    sweep_name = "sweep_fashion_cnn" if "cnn" in name else "sweep_fashion_mlp"
+    assert config.tuned_from == f"runs/{sweep_name}/sweep.json"
     config.tuned_from = ""  # The sweep's output need not exist for the check.
   train.check_config(config)
 
@@ -154,3 +155,38 @@ def test_2c2d_has_deepobs_size_and_shapes():
   small = models.build_model("2c2d", (28, 28, 1), 10, rngs=nnx.Rngs(0), channels=(16, 32),
                              hidden_size=256)
   assert small(np.zeros((3, 28, 28, 1), np.float32)).shape == (3, 10)
+
+
+def test_sequential_sweep_chooses_on_validation_and_feeds_tuned_from(tmp_path):
+  """experiments.sweep_loop on digits (MLP, 2 epochs): the best trial is the one with the
+  highest validation accuracy, and train.load_tuned_hparams reads it back."""
+  from configs import sweep_fashion_cnn
+  from experiments import sweep_loop, train
+  from tests.test_experiments import fast_config
+
+  config = sweep_fashion_cnn.get_config()
+  base = fast_config(num_epochs=2, num_seeds=1)
+  for field in ("dataset", "model", "model_kwargs", "batch_size", "num_epochs", "num_seeds",
+                "epoch_loop", "vmap_seeds"):
+    setattr(config, field, base[field])
+  config.optimizers = {"sgd": {"grid": {"learning_rate": [1e-4, 0.1]}},
+                       "rmsprop": {"grid": {"learning_rate": [1e-3], "decay": [0.9, 0.99]}}}
+  summary = sweep_loop.run_sweep_loop(config, tmp_path)
+  assert summary["num_train"] + summary["num_validation"] == 1_437  # digits' training split.
+  sgd = [r for r in summary["trials"] if r["optimizer"] == "sgd"]
+  assert summary["best"]["sgd"]["hparams"]["learning_rate"] == 0.1
+  assert max(r["validation_accuracy"] for r in sgd) == summary["best"]["sgd"]["validation_accuracy"]
+  assert all(r["test_accuracy"] is None for r in summary["trials"])
+  assert train.load_tuned_hparams(tmp_path / "sweep.json", "rmsprop")["decay"] in (0.9, 0.99)
+
+
+def test_validation_split_is_stratified_and_disjoint():
+  from experiments import sweep_loop
+
+  dataset = data.load_digits()
+  held_out = sweep_loop.validation_dataset(dataset, 0.2, seed=0)
+  assert held_out.test_images.shape[0] == 288  # ceil(0.2 * 1,437), as scikit-learn rounds.
+  counts = np.bincount(held_out.test_labels, minlength=10)
+  assert counts.max() - counts.min() <= 2
+  train_rows = {row.tobytes() for row in held_out.train_images}
+  assert not any(row.tobytes() in train_rows for row in held_out.test_images)

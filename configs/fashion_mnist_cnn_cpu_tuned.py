@@ -1,0 +1,20 @@
+"""The CPU Fashion-MNIST CNN comparison with learning rates from configs/sweep_fashion_cnn.py.
+
+configs/fashion_mnist_cnn_cpu.py (half-width 2c2d, 4 epochs, 3 seeds) with ``tuned_from`` set to
+the best trials of the CNN sweep (chosen on a validation split, never on the test set)::
+
+  python -m experiments.sweep_loop --config configs/sweep_fashion_cnn.py
+  python -m experiments.compare --config configs/fashion_mnist_cnn_cpu_tuned.py
+"""
+
+import ml_collections
+
+from configs import fashion_mnist_cnn_cpu, sweep_fashion_cnn
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The tuned CPU CNN comparison."""
+  config = fashion_mnist_cnn_cpu.get_config()
+  config.name = "fashion_mnist_cnn_cpu_tuned"
+  config.tuned_from = f"runs/{sweep_fashion_cnn.get_config().name}/sweep.json"
+  return config
