@@ -72,15 +72,17 @@ def merge_parts(folder: Path, order: Sequence[str] = ("sgd", "momentum", "adam",
 
   A long comparison may run one optimizer per process (so that finished optimizers survive
   an interruption); with the same config and seeds each part equals the corresponding part of
-  one run. Writes ``summary.json`` (``total_wall_time_s`` summed) and ``metrics.csv``; returns
-  whether any part was found. An existing ``<folder>/summary.json`` is left alone.
+  one run. Writes ``summary.json`` (``total_wall_time_s`` summed, ``merged_from`` naming the
+  parts) and ``metrics.csv``; returns whether ``<folder>`` now holds a comparison. A
+  comparison run whole (a ``summary.json`` without ``merged_from``) is left alone.
   """
-  if (folder / "summary.json").is_file():
+  existing = folder / "summary.json"
+  if existing.is_file() and "merged_from" not in json.loads(existing.read_text()):
     return True
   parts = [folder.with_name(f"{folder.name}_{name}") for name in order]
   parts = [part for part in parts if (part / "summary.json").is_file()]
   if not parts:
-    return False
+    return existing.is_file()
   summaries = [json.loads((part / "summary.json").read_text()) for part in parts]
   merged = dict(summaries[0])
   merged["optimizers"] = {name: result for summary in summaries
@@ -89,6 +91,7 @@ def merge_parts(folder: Path, order: Sequence[str] = ("sgd", "momentum", "adam",
                           if name in merged["optimizers"]}
   merged["total_wall_time_s"] = sum(summary["total_wall_time_s"] for summary in summaries)
   merged["config"] = folder.name
+  merged["merged_from"] = [part.name for part in parts]
   folder.mkdir(parents=True, exist_ok=True)
   (folder / "summary.json").write_text(json.dumps(merged, indent=2))
   header, rows = None, []
