@@ -9,6 +9,7 @@ writes into ``--out`` (default ``docs/experiments``):
 * ``fashion_per_class.png`` — per-class test precision and recall of every optimizer;
 * ``fashion_confusion_<name>.png`` — the four optimizers' confusion matrices (rows normalised:
   the diagonal is each class's recall), summed over seeds;
+* ``fashion_sweeps.png`` — validation accuracy against learning rate in each sweep;
 * ``fashion_tables.md`` — the tables docs/experiments.md quotes.
 
 A comparison run one optimizer per process (``runs/<name>_<optimizer>/``) is joined first
@@ -284,6 +285,46 @@ def plot_confusions(name: str, summary: dict[str, Any], path: Path) -> None:
   plt.close(figure)
 
 
+def plot_sweeps(sweeps: Mapping[str, dict[str, Any]], path: Path) -> None:
+  """Validation accuracy against learning rate, one panel per sweep (RMSprop: one line per
+  decay); diverged trials are marked at the bottom."""
+  figure, axes = plt.subplots(1, len(sweeps), figsize=(6.5 * len(sweeps), 4.2), squeeze=False)
+  for axis, (name, sweep) in zip(axes[0], sweeps.items(), strict=True):
+    lines: dict[str, list[tuple[float, float | None, bool]]] = {}
+    for record in sweep["trials"]:
+      opt, hparams = record["optimizer"], record["hparams"]
+      key = opt if opt != "rmsprop" else f"rmsprop/{hparams.get('decay', 0.9):g}"
+      lines.setdefault(key, []).append(
+          (hparams["learning_rate"], record.get("validation_accuracy"), record["diverged"]))
+    accuracies = [a for points in lines.values() for _, a, d in points if a and not d]
+    low = max(0.0, min(accuracies) - 0.01) if accuracies else 0.0
+    decay_styles = {"0.9": "-", "0.99": "--", "0.999": ":"}
+    for key, points in sorted(lines.items()):
+      opt, _, decay = key.partition("/")
+      points.sort()
+      kept = [(lr, a) for lr, a, d in points if a is not None and not d]
+      label = LABELS[opt] + (f", decay {decay}" if decay else "")
+      if kept:
+        axis.plot(*zip(*kept, strict=True), marker="o", markersize=4, label=label,
+                  color=OPTIMIZER_COLORS[opt], linestyle=decay_styles.get(decay, "-"))
+      for lr, _, diverged in points:
+        if diverged:
+          axis.plot(lr, low, marker="x", color=OPTIMIZER_COLORS[opt], markersize=8)
+    axis.set_xscale("log")
+    axis.set_ylim(low - 0.002, None)
+    axis.set_xlabel("learning rate")
+    axis.set_ylabel("validation accuracy (6,000 held-out images)")
+    epochs = sweep.get("num_epochs") or sweep.get("config", {}).get("num_epochs", "?")
+    axis.set_title(f"{name}: {epochs} epochs, x = diverged", fontsize=10)
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+  figure.suptitle("Learning-rate sweeps on Fashion-MNIST (validation split, never the test set)",
+                  fontsize=11)
+  figure.tight_layout()
+  figure.savefig(path, dpi=110)
+  plt.close(figure)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--runs", default="runs", help="folder holding the runs")
@@ -301,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   plot_per_class(comparisons, out / "fashion_per_class.png")
   for name, (summary, _) in comparisons.items():
     plot_confusions(name, summary, out / f"fashion_confusion_{name}.png")
+  if sweeps:
+    plot_sweeps(sweeps, out / "fashion_sweeps.png")
   (out / "fashion_tables.md").write_text(tables(comparisons, sweeps))
   print(f"wrote {out}/fashion_*.png and fashion_tables.md from {', '.join(comparisons)}")
 
