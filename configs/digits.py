@@ -13,6 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.name = "digits"  # Outputs go to runs/<name>/.
   config.dataset = "digits"
   config.data_dir = ""  # Unused for digits (bundled with scikit-learn).
+  config.verify_checksums = True  # Unused for digits: no files to check.
 
   config.model = "cnn"
   config.model_kwargs = ml_collections.ConfigDict(
@@ -30,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   # seeds one after another. XLA:CPU runs convolutions inside a scan's loop body several times
   # slower, and vmapping convolutions over seeds turns them into slower grouped convolutions.
   config.epoch_loop = "python"
+  config.scan_unroll = 1  # Used by epoch_loop="scan" only.
   config.vmap_seeds = False
   # Convergence speed: training steps until the test accuracy first reaches this value
   # (checked at every epoch's end). Every optimizer ends near 0.99 here; 0.98 is high enough to

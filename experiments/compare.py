@@ -56,7 +56,7 @@ def measure_input_pipeline(
   """
   images = jax.device_put(dataset.train_images)
   batch_size = config.batch_size
-  augment = bool(config.get("augment", False))
+  augment = bool(config.augment)
 
   @jax.jit
   def produce_epoch(key: jax.Array) -> jax.Array:
@@ -186,14 +186,14 @@ def _train_and_report(
       "num_test": int(dataset.test_images.shape[0]),
       "class_names": list(dataset.class_names),
       "model": config.model,
-      "model_kwargs": config.model_kwargs.to_dict() if config.get("model_kwargs") else {},
+      "model_kwargs": config.model_kwargs.to_dict() if config.model_kwargs else {},
       "batch_size": config.batch_size,
       "num_epochs": config.num_epochs,
       "num_seeds": config.num_seeds,
-      "lr_schedule": config.get("lr_schedule", "constant"),
-      "augment": bool(config.get("augment", False)),
+      "lr_schedule": config.lr_schedule,
+      "augment": bool(config.augment),
       "target_accuracy": config.target_accuracy,
-      "tuned_from": config.get("tuned_from", ""),
+      "tuned_from": config.tuned_from,
       "hardware": hardware_lib.summary_line(),
       "jax_version": jax.__version__,
       "input_pipeline": pipeline,

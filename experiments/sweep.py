@@ -841,7 +841,7 @@ def run_sweep(
     )
   if not config.optimizers:
     raise ValueError("config.optimizers must name at least one optimizer to sweep.")
-  cache_dir = config.get("compilation_cache_dir", "")
+  cache_dir = config.compilation_cache_dir
   if cache_dir:
     # JAX's persistent cache: the programs depend only on shapes, so a later sweep with other
     # values (same model, chunk size and seeds) loads them from disk instead of compiling.
@@ -856,10 +856,10 @@ def run_sweep(
     )
   spec = train.model_spec(config, dataset)
   seeds = [config.seed + index for index in range(config.num_seeds)]
-  trial_randomness = config.get("trial_randomness", "shared")
+  trial_randomness = config.trial_randomness
   selection_metric = "validation_accuracy"
   # A uniform prediction has loss ln(num_classes); far above it the run has blown up.
-  loss_limit = config.get("divergence_factor", 10.0) * math.log(dataset.num_classes)
+  loss_limit = config.divergence_factor * math.log(dataset.num_classes)
 
   plans = {name: optimizer_trials(name, entry, config.seed)
            for name, entry in config.optimizers.items()}
@@ -877,13 +877,13 @@ def run_sweep(
     setup = TrainingSetup(
         spec=spec, optimizer=name, fixed=tuple(sorted(fixed.items())),
         batch_size=config.batch_size, num_epochs=config.num_epochs,
-        schedule=config.get("lr_schedule", "constant"),
-        eval_batch_size=config.get("eval_batch_size", 1000),
+        schedule=config.lr_schedule,
+        eval_batch_size=config.eval_batch_size,
     )
     trial_fn = make_trial_fn(setup, trace_counts)
     keys = run_keys(seeds, len(next(iter(swept.values()))), trial_randomness)
     bar.set_postfix(optimizer=name, mode="vmapped")
-    repeats = config.get("timing_repeats", 1) if sequential else 1
+    repeats = config.timing_repeats if sequential else 1
     metrics, vmapped = run_vmapped(trial_fn, swept, keys, data, config.chunk_size,
                                    repeats=repeats, progress=bar)
     vmapped.traces = trace_counts.get(name, 0)
@@ -910,7 +910,7 @@ def run_sweep(
   bar.close()
 
   plots = []
-  heatmap = config.get("heatmap", None)
+  heatmap = config.heatmap
   if heatmap is not None and heatmap.optimizer in plans:
     title = (f"{heatmap.optimizer}: test accuracy over {heatmap.x} x {heatmap.y} "
              f"({config.name})")

@@ -456,7 +456,7 @@ def resolve_hparams(config: ml_collections.ConfigDict, name: str) -> dict[str, A
         f"config.optimizers has no entry {name!r}; it has {sorted(config.optimizers)}."
     )
   hparams = dict(config.optimizers[name])
-  if config.get("tuned_from", ""):
+  if config.tuned_from:
     hparams.update(load_tuned_hparams(config.tuned_from, name))
   return hparams
 
@@ -495,6 +495,13 @@ def load_tuned_hparams(path: str | Path, name: str) -> dict[str, Any]:
 
 
 EPOCH_LOOPS = ("scan", "python")
+# Every field a classification config must hold: the code reads each one and keeps no defaults.
+CONFIG_FIELDS = (
+    "name", "dataset", "data_dir", "verify_checksums", "model", "model_kwargs", "batch_size",
+    "eval_batch_size", "num_epochs", "num_seeds", "seed", "lr_schedule", "augment",
+    "target_accuracy", "save_checkpoint", "epoch_loop", "scan_unroll", "vmap_seeds",
+    "optimizer", "optimizers", "tuned_from",
+)
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -508,6 +515,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   def fail(message: str) -> None:
     raise cli.ConfigError(message)
 
+  missing = [field for field in CONFIG_FIELDS if field not in config]
+  if missing:
+    fail(f"the config has no field(s) {missing}; every field the code reads must be set in the "
+         f"config file (see configs/digits.py).")
   if config.dataset not in data_lib.DATASETS:
     fail(f"config.dataset={config.dataset!r} is not one of {data_lib.DATASETS}.")
   if config.model not in models.MODELS:
@@ -516,9 +527,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     value = config[field]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       fail(f"config.{field} must be a whole number >= 1; got {value!r}.")
-  if config.get("epoch_loop", "scan") not in EPOCH_LOOPS:
+  if config.epoch_loop not in EPOCH_LOOPS:
     fail(f"config.epoch_loop must be one of {EPOCH_LOOPS}; got {config.epoch_loop!r}.")
-  schedule = config.get("lr_schedule", "constant")
+  schedule = config.lr_schedule
   if schedule not in SCHEDULES:
     fail(f"config.lr_schedule must be one of {SCHEDULES}; got {schedule!r}.")
   if not 0.0 < config.target_accuracy <= 1.0:
@@ -531,7 +542,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     fail(f"config.optimizers is empty; name at least one of {OPTIMIZERS}.")
   if config.optimizer not in OPTIMIZERS:
     fail(f"config.optimizer={config.optimizer!r} is not one of {OPTIMIZERS}.")
-  tuned_from = config.get("tuned_from", "")
+  tuned_from = config.tuned_from
   if tuned_from and not Path(tuned_from).is_file():
     fail(f"config.tuned_from={tuned_from!r}: no such file. It is written by the sweep: run "
          f"`make sweep` (or python -m experiments.sweep --config <a sweep config>) first.")
@@ -555,7 +566,7 @@ def check_data_fits(config: ml_collections.ConfigDict, dataset: data_lib.Dataset
 
 def model_spec(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> ModelSpec:
   """The :class:`ModelSpec` a config asks for, shaped to the data set."""
-  kwargs = config.model_kwargs.to_dict() if config.get("model_kwargs") else {}
+  kwargs = config.model_kwargs.to_dict() if config.model_kwargs else {}
   return ModelSpec.create(config.model, dataset.image_shape, dataset.num_classes, kwargs)
 
 
@@ -564,8 +575,8 @@ def load_config_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
   ``config.verify_checksums``, default true)."""
   return data_lib.load_dataset(
       config.dataset,
-      data_dir=config.get("data_dir", "") or None,
-      verify_checksums=bool(config.get("verify_checksums", True)),
+      data_dir=config.data_dir or None,
+      verify_checksums=bool(config.verify_checksums),
   )
 
 
@@ -656,11 +667,11 @@ def compile_epoch(
   gathered by index inside the compiled code. Compiled ahead of time on the first group's
   ``state`` and ``first_key``.
   """
-  augment = bool(config.get("augment", False))
-  if config.get("epoch_loop", "scan") == "scan":
+  augment = bool(config.augment)
+  if config.epoch_loop == "scan":
     scanned = functools.partial(
         train_epoch, graphdef, optimizer, batch_size=config.batch_size, augment=augment,
-        unroll=config.get("scan_unroll", 1),
+        unroll=config.scan_unroll,
     )
     return jax.jit(layout.over_seeds(scanned, (0, None, None, 0)), donate_argnums=0).lower(
         state, images, labels, first_key
@@ -727,7 +738,7 @@ def train_and_evaluate(
     raise ValueError(
         f"num_seeds and num_epochs must be >= 1; got {config.num_seeds}, {config.num_epochs}."
     )
-  epoch_loop = config.get("epoch_loop", "scan")
+  epoch_loop = config.epoch_loop
   if epoch_loop not in EPOCH_LOOPS:
     raise ValueError(f"config.epoch_loop must be one of {EPOCH_LOOPS}; got {epoch_loop!r}.")
 
@@ -738,7 +749,7 @@ def train_and_evaluate(
   hparams = resolve_hparams(config, config.optimizer)
   steps_per_epoch = dataset.train_images.shape[0] // config.batch_size
   optimizer = make_optimizer(
-      config.optimizer, hparams, schedule=config.get("lr_schedule", "constant"),
+      config.optimizer, hparams, schedule=config.lr_schedule,
       total_steps=steps_per_epoch * config.num_epochs,
   )
   train_images, train_labels, test_images, test_labels = (
@@ -749,9 +760,9 @@ def train_and_evaluate(
   # One train state per seed group; the init and evaluation programs are shared by every
   # optimizer of a comparison (they do not depend on it; see _shared_programs).
   layout = SeedGroups(tuple(config.seed + i for i in range(config.num_seeds)),
-                      bool(config.get("vmap_seeds", True)))
+                      bool(config.vmap_seeds))
   init_fn, eval_fn = _shared_programs(
-      spec, layout.vmap_seeds, int(config.get("eval_batch_size", 1000))
+      spec, layout.vmap_seeds, int(config.eval_batch_size)
   )
   compile_start = time.perf_counter()
   states, epoch_keys = [], []
@@ -799,7 +810,7 @@ def train_and_evaluate(
       )
       progress.update(1)
 
-  if config.get("save_checkpoint", False):
+  if config.save_checkpoint:
     save_checkpoint(workdir / "checkpoint", layout.stacked(states))
   curves = {key: np.stack(values, axis=1).astype(np.float64) for key, values in history.items()}
   return RunResult(

@@ -160,10 +160,10 @@ def describe_run(config: ml_collections.ConfigDict, hparams: dict[str, Any]) -> 
   facts = {
       "optimizer": config.optimizer,
       "model": config.model,
-      "model_kwargs": config.get("model_kwargs"),
+      "model_kwargs": config.model_kwargs,
       "dataset": config.dataset,
       "num_epochs": config.num_epochs,
-      "lr_schedule": config.get("lr_schedule", "constant"),
+      "lr_schedule": config.lr_schedule,
       "hparams": hparams,
   }
   return json.loads(json.dumps(serialization.to_jsonable(facts)))
@@ -231,13 +231,13 @@ def train_and_evaluate(
     The :class:`DistributedRunResult`; process 0 also writes ``summary.json`` and
     ``summary.md`` into ``workdir``.
   """
-  distributed_lib.initialize(config.get("distributed"))
+  distributed_lib.initialize(config.distributed)
   run_dir = checkpointing.as_checkpoint_path(workdir)
   run_dir.mkdir(parents=True, exist_ok=True)
   if config.num_epochs < 1:
     raise ValueError(f"config.num_epochs must be >= 1; got {config.num_epochs}.")
-  checkpoint_every = int(config.get("checkpoint_every", 0))
-  stop_after = int(config.get("stop_after_steps", 0))
+  checkpoint_every = int(config.checkpoint_every)
+  stop_after = int(config.stop_after_steps)
   if stop_after < 0:
     raise ValueError(f"config.stop_after_steps must be >= 0 (0: no early stop); got {stop_after}.")
 
@@ -252,16 +252,16 @@ def train_and_evaluate(
   steps_per_epoch = num_examples // config.batch_size
   total_steps = steps_per_epoch * config.num_epochs
   optimizer = train.make_optimizer(
-      name, hparams, schedule=config.get("lr_schedule", "constant"), total_steps=total_steps
+      name, hparams, schedule=config.lr_schedule, total_steps=total_steps
   )
 
-  mesh = sharding.make_mesh(config.get("mesh"), devices)
+  mesh = sharding.make_mesh(config.mesh, devices)
   if config.batch_size % mesh.shape[sharding.DATA_AXIS]:
     raise ValueError(
         f"config.batch_size={config.batch_size} must be a multiple of the mesh's data axis "
         f"({mesh.shape[sharding.DATA_AXIS]} devices)."
     )
-  min_shard_size = int((config.get("mesh") or {}).get("min_shard_size", 1024))
+  min_shard_size = int(config.mesh.min_shard_size)
   everywhere = sharding.replicated(mesh)
 
   # Keys are derived inside the compiled functions from the seed, so that every process
@@ -278,15 +278,15 @@ def train_and_evaluate(
   checkpointer = checkpointing.TrainCheckpointer(
       run_dir / "checkpoints",
       save_every=checkpoint_every,
-      max_to_keep=int(config.get("max_checkpoints_to_keep", 3)),
-      async_save=bool(config.get("async_checkpointing", True)),
+      max_to_keep=int(config.max_checkpoints_to_keep),
+      async_save=bool(config.async_checkpointing),
   )
   run_facts = describe_run(config, hparams)
   restored = None
-  if config.get("resume", True):
+  if config.resume:
     restored = checkpointer.restore_latest(
         checkpointing.abstract_like(abstract_state, state_shardings),
-        fallback=bool(config.get("checkpoint_fallback", True)),
+        fallback=bool(config.checkpoint_fallback),
     )
   progress = RunProgress()
   if restored is not None:
@@ -333,7 +333,7 @@ def train_and_evaluate(
   test_images = sharding.host_to_global(dataset.test_images, everywhere)
   test_labels = sharding.host_to_global(dataset.test_labels, everywhere)
   eval_fn = jax.jit(
-      functools.partial(train.evaluate, graphdef, batch_size=config.get("eval_batch_size", 1000)),
+      functools.partial(train.evaluate, graphdef, batch_size=config.eval_batch_size),
       out_shardings=everywhere,
   )
 

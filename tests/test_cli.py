@@ -149,3 +149,46 @@ def test_train_alone_trains_config_optimizer(tmp_path: Path) -> None:
   assert "rmsprop on digits: test accuracy" in completed.stdout
   assert (tmp_path / "run" / "summary.json").is_file()
   assert "Unable to initialize backend" not in completed.stderr
+
+
+def classification_configs() -> list[str]:
+  """The configs of experiments.compare / train / train_distributed (not sweeps or studies)."""
+  import importlib
+
+  names = []
+  for path in sorted((REPO / "configs").glob("*.py")):
+    if path.stem == "__init__":
+      continue
+    config = importlib.import_module(f"configs.{path.stem}").get_config()
+    if "optimizer" in config and "model" in config and not path.stem.startswith("sweep"):
+      names.append(path.stem)
+  return names
+
+
+CLASSIFICATION_CONFIGS = classification_configs()
+
+
+@pytest.mark.parametrize("name", CLASSIFICATION_CONFIGS)
+def test_every_classification_config_holds_every_field_the_code_reads(name: str) -> None:
+  import importlib
+
+  from experiments import train
+
+  config = importlib.import_module(f"configs.{name}").get_config()
+  assert [field for field in train.CONFIG_FIELDS if field not in config] == []
+  config.tuned_from = ""  # The sweep result may not exist yet; its own check is tested above.
+  train.check_config(config)
+
+
+def test_a_config_without_a_field_is_one_line(tmp_path: Path) -> None:
+  config_file = tmp_path / "short.py"
+  config_file.write_text(
+      "from configs import digits\n\n\n"
+      "def get_config():\n"
+      "  config = digits.get_config()\n"
+      "  del config['scan_unroll']\n"
+      "  return config\n"
+  )
+  completed = run_module("experiments.compare", f"--config={config_file}",
+                         f"--workdir={tmp_path / 'run'}")
+  assert_one_line_error(completed, "no field(s) ['scan_unroll']")

@@ -36,6 +36,7 @@ def tiny_config() -> ml_collections.ConfigDict:
   config.name = "tiny_sweep"
   config.dataset = "digits"
   config.data_dir = ""
+  config.verify_checksums = True
   config.model = "mlp"
   config.model_kwargs = ml_collections.ConfigDict({"hidden_sizes": (16,), "dropout_rate": 0.1})
   config.batch_size = 32
@@ -49,6 +50,8 @@ def tiny_config() -> ml_collections.ConfigDict:
   config.chunk_size = 3
   config.python_loop_runs = 1
   config.timing_repeats = 2
+  config.trial_randomness = "shared"
+  config.compilation_cache_dir = ""
   config.optimizers = ml_collections.ConfigDict({
       # Three trials in one chunk, the last one blowing up next to two healthy ones.
       "sgd": {"grid": {"learning_rate": [0.05, 0.5, DIVERGING_LEARNING_RATE]}},
