@@ -2,8 +2,8 @@
 
 configs/fashion_mnist_cnn_cpu.py's model, batch and CPU layout, trained for 1 epoch (421 steps,
 one seed) on 54,000 training images per trial and scored on the 6,000 held-out ones (a
-stratified 10% of the training set, the split of configs/sweep_fashion_mlp.py). Three half-
-decade learning rates per optimizer around its framework default; RMSprop also 2 decays: 15
+stratified 10% of the training set, the split of configs/sweep_fashion_mlp.py). Three
+half-decade learning rates per optimizer around its framework default; RMSprop also 2 decays: 15
 trials, one after another (experiments/sweep_loop.py: convolutions run slowly inside XLA:CPU's
 vmapped scans). configs/fashion_mnist_cnn_cpu_tuned.py trains the comparison with the best
 trials.
