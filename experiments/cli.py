@@ -32,6 +32,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     checkpointing.CheckpointCorruptedError,
     data_lib.DatasetUnavailableError,
     data_lib.ChecksumError,
+    data_lib.CorruptFileError,
 )
 
 

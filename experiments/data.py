@@ -42,6 +42,7 @@ import struct
 import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -111,6 +112,10 @@ class DatasetUnavailableError(FileNotFoundError):
 
 class ChecksumError(ValueError):
   """A data file's MD5 differs from the published one: corrupt, truncated or not the original."""
+
+
+class CorruptFileError(ValueError):
+  """A data file that cannot be decoded: truncated, damaged or not in the expected format."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,20 +278,28 @@ def read_idx(source: str | os.PathLike[str] | IO[bytes]) -> np.ndarray:
   else:
     raw = source.read()
   if raw[:2] == b"\x1f\x8b":
-    raw = gzip.decompress(raw)
+    try:
+      raw = gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as error:
+      raise CorruptFileError(
+          f"{_describe(source)} is truncated or damaged ({error}); replace it (download it "
+          f"again, or apt-get install --reinstall dataset-fashion-mnist)."
+      ) from error
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-    raise ValueError(f"{_describe(source)} is not an IDX file: its magic number is {raw[:4]!r}.")
+    raise CorruptFileError(
+        f"{_describe(source)} is not an IDX file: its magic number is {raw[:4]!r}."
+    )
   type_code, ndim = raw[2], raw[3]
   if type_code not in _IDX_DTYPES:
-    raise ValueError(f"{_describe(source)}: unknown IDX element type 0x{type_code:02x}.")
+    raise CorruptFileError(f"{_describe(source)}: unknown IDX element type 0x{type_code:02x}.")
   header_size = 4 + 4 * ndim
   if len(raw) < header_size:
-    raise ValueError(f"{_describe(source)}: truncated IDX header.")
+    raise CorruptFileError(f"{_describe(source)}: truncated IDX header.")
   shape = struct.unpack(f">{ndim}I", raw[4:header_size])
   dtype = _IDX_DTYPES[type_code]
   expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
   if len(raw) - header_size != expected:
-    raise ValueError(
+    raise CorruptFileError(
         f"{_describe(source)}: IDX header announces shape {shape} ({expected} bytes of data) "
         f"but the file holds {len(raw) - header_size}."
     )
@@ -613,6 +626,7 @@ __all__ = [
     "DATASETS",
     "DATA_DIR_ENV",
     "ChecksumError",
+    "CorruptFileError",
     "Dataset",
     "DatasetUnavailableError",
     "content_md5sum",

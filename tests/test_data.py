@@ -89,6 +89,16 @@ def test_read_idx_rejects_bad_magic_and_truncated_data(tmp_path):
     data.read_idx(truncated)
 
 
+def test_a_truncated_gzip_names_the_file_even_without_checksums(tmp_path):
+  # With verify_checksums=False nothing checks the file before decompression: a cut .gz must
+  # still be reported with its name (it was a bare EOFError).
+  files = write_fashion_mnist(tmp_path / "fashion_mnist")
+  images = files["train-images-idx3-ubyte.gz"]
+  images.write_bytes(images.read_bytes()[: images.stat().st_size // 2])
+  with pytest.raises(data.CorruptFileError, match=r"train-images-idx3-ubyte\.gz is truncated"):
+    data.load_fashion_mnist(tmp_path, download=False, verify_checksums=False)
+
+
 def test_load_fashion_mnist_from_a_user_folder(tmp_path):
   write_fashion_mnist(tmp_path / "fashion_mnist", n_train=20, n_test=10)
   dataset = data.load_fashion_mnist(tmp_path, download=False, verify_checksums=False)
