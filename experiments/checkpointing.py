@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -378,6 +378,37 @@ class TrainCheckpointer:
           f"checkpoints stay where they are."
       )
     return None
+
+  def restore_or_initialize(
+      self,
+      abstract_state: Any,
+      initialize: Callable[[], Any],
+      start: DataPosition,
+      *,
+      resume: bool = True,
+      fallback: bool = True,
+      validate: Callable[[DataPosition, dict], None] | None = None,
+  ) -> tuple[Any, DataPosition, dict | None]:
+    """The newest good checkpoint's ``(state, position, extra)``, or a fresh start.
+
+    As CLU's ``Checkpoint.restore_or_initialize``: with ``resume`` and a usable checkpoint
+    (see :meth:`restore_latest`), it is restored, its data order is checked against
+    ``start``'s (:meth:`DataPosition.check_same_order`) and ``validate(position, extra)`` may
+    refuse it; otherwise ``(initialize(), start, None)``.
+    """
+    restored = self.restore_latest(abstract_state, fallback=fallback) if resume else None
+    if restored is None:
+      return initialize(), start, None
+    state, position, extra = restored
+    position.check_same_order(DataPosition.at(
+        position.step, steps_per_epoch=start.steps_per_epoch, batch_size=start.batch_size,
+        seed=start.seed,
+    ))
+    if validate is not None:
+      validate(position, extra)
+    logging.info("resumed from step %d (epoch %d, batch %d)", position.step, position.epoch,
+                 position.batch_in_epoch)
+    return state, position, extra
 
   def _quarantine(self, steps: list[int]) -> None:
     """Moves corrupted step directories aside, so later saves can reuse their step numbers."""

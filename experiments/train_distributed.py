@@ -173,20 +173,19 @@ def check_resumable(
     directory: Any,
     position: checkpointing.DataPosition,
     facts: dict[str, Any],
-    run_facts: dict[str, Any],
     *,
-    expected_order: checkpointing.DataPosition,
+    run_facts: dict[str, Any],
     total_steps: int,
 ) -> None:
   """Raises :class:`checkpointing.CheckpointMismatchError` if this run cannot continue that one.
 
-  The message is one line naming the setting, both values and the ways out.
+  ``facts`` are the checkpoint's (:func:`describe_run` of the run that wrote it), ``run_facts``
+  this run's. The message is one line naming the setting, both values and the ways out.
   """
   ways_out = (
       "rerun with the checkpoint's settings, pass another --workdir, or --config.resume=False "
       "to start over"
   )
-  position.check_same_order(expected_order)
   for key, value in run_facts.items():
     if key not in facts:  # Written before this fact was recorded.
       continue
@@ -282,31 +281,19 @@ def train_and_evaluate(
       async_save=bool(config.async_checkpointing),
   )
   run_facts = describe_run(config, hparams)
-  restored = None
-  if config.resume:
-    restored = checkpointer.restore_latest(
-        checkpointing.abstract_like(abstract_state, state_shardings),
-        fallback=bool(config.checkpoint_fallback),
-    )
-  progress = RunProgress()
-  if restored is not None:
-    state, position, facts = restored
-    check_resumable(
-        checkpointer.directory, position, facts, run_facts,
-        expected_order=checkpointing.DataPosition.at(
-            position.step, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size,
-            seed=config.seed,
-        ),
-        total_steps=total_steps,
-    )
-    progress = RunProgress.from_json(facts.get("progress"))
-    logging.info("resumed from step %d (epoch %d, batch %d)", position.step, position.epoch,
-                 position.batch_in_epoch)
-  else:
-    state = jax.jit(init_fn, out_shardings=state_shardings)()
-    position = checkpointing.DataPosition.at(
-        0, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, seed=config.seed
-    )
+  state, position, restored = checkpointer.restore_or_initialize(
+      checkpointing.abstract_like(abstract_state, state_shardings),
+      initialize=jax.jit(init_fn, out_shardings=state_shardings),
+      start=checkpointing.DataPosition.at(
+          0, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, seed=config.seed
+      ),
+      resume=bool(config.resume),
+      fallback=bool(config.checkpoint_fallback),
+      validate=functools.partial(
+          check_resumable, checkpointer.directory, run_facts=run_facts, total_steps=total_steps
+      ),
+  )
+  progress = RunProgress.from_json((restored or {}).get("progress"))
   start_step = position.step
 
   num_steps = steps_per_epoch
