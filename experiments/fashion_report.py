@@ -315,7 +315,8 @@ def plot_sweeps(sweeps: Mapping[str, dict[str, Any]], path: Path) -> None:
     axis.set_xlabel("learning rate")
     axis.set_ylabel("validation accuracy (6,000 held-out images)")
     epochs = sweep.get("num_epochs") or sweep.get("config", {}).get("num_epochs", "?")
-    axis.set_title(f"{name}: {epochs} epochs, x = diverged", fontsize=10)
+    unit = "epoch" if epochs == 1 else "epochs"
+    axis.set_title(f"{name}: {epochs} {unit} per trial, x = diverged", fontsize=10)
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=7, loc="best")
   figure.suptitle("Learning-rate sweeps on Fashion-MNIST (validation split, never the test set)",
