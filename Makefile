@@ -48,7 +48,8 @@ sweep: $(VENV)/.experiments-installed
 
 # Real Fashion-MNIST on a CPU (Debian's dataset-fashion-mnist or the official files): the MLP
 # comparison at framework defaults, the learning-rate sweep on a validation split, the tuned
-# comparison (about 20 min on 2 cores). fashion-cnn: the half-width DeepOBS 2c2d (about an hour).
+# comparison (about 20 min on 2 cores). fashion-cnn: the same for the half-width DeepOBS 2c2d
+# (about 80 min); then python -m experiments.fashion_report redraws docs/experiments/fashion_*.
 fashion: $(VENV)/.experiments-installed
 	$(PY) -m experiments.compare --config configs/fashion_mnist_mlp.py
 	$(PY) -m experiments.sweep --config configs/sweep_fashion_mlp.py
@@ -56,6 +57,8 @@ fashion: $(VENV)/.experiments-installed
 
 fashion-cnn: $(VENV)/.experiments-installed
 	$(PY) -m experiments.compare --config configs/fashion_mnist_cnn_cpu.py
+	$(PY) -m experiments.sweep_loop --config configs/sweep_fashion_cnn.py
+	$(PY) -m experiments.compare --config configs/fashion_mnist_cnn_cpu_tuned.py
 
 # The same training on several (simulated) device layouts, two processes, and a stop and resume.
 distributed: $(VENV)/.experiments-installed
