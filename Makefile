@@ -49,7 +49,7 @@ sweep: $(VENV)/.experiments-installed
 # Real Fashion-MNIST on a CPU (Debian's dataset-fashion-mnist or the official files): the MLP
 # comparison at framework defaults, the learning-rate sweep on a validation split, the tuned
 # comparison (about 20 min on 2 cores). fashion-cnn: the same for the half-width DeepOBS 2c2d
-# (about 80 min); then python -m experiments.fashion_report redraws docs/experiments/fashion_*.
+# (about 1 h 45 min here); then python -m experiments.fashion_report redraws docs/experiments/fashion_*.
 fashion: $(VENV)/.experiments-installed
 	$(PY) -m experiments.compare --config configs/fashion_mnist_mlp.py
 	$(PY) -m experiments.sweep --config configs/sweep_fashion_mlp.py
