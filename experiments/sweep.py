@@ -173,6 +173,20 @@ class SweepData(NamedTuple):
   test_labels: jax.Array
 
 
+def stratified_split(
+    dataset: data_lib.Dataset, validation_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """``(train_images, train_labels, validation_images, validation_labels)``: a stratified
+  ``validation_fraction`` of the training set held out (scikit-learn, ``random_state=seed``)."""
+  from sklearn.model_selection import train_test_split
+
+  train_images, validation_images, train_labels, validation_labels = train_test_split(
+      dataset.train_images, dataset.train_labels, test_size=validation_fraction,
+      stratify=dataset.train_labels, random_state=seed,
+  )
+  return train_images, train_labels, validation_images, validation_labels
+
+
 def split_validation(
     dataset: data_lib.Dataset, validation_fraction: float, seed: int = 0
 ) -> SweepData:
@@ -187,11 +201,8 @@ def split_validation(
     train_images, train_labels = dataset.train_images, dataset.train_labels
     validation_images, validation_labels = dataset.test_images, dataset.test_labels
   else:
-    from sklearn.model_selection import train_test_split
-
-    train_images, validation_images, train_labels, validation_labels = train_test_split(
-        dataset.train_images, dataset.train_labels, test_size=validation_fraction,
-        stratify=dataset.train_labels, random_state=seed,
+    train_images, train_labels, validation_images, validation_labels = stratified_split(
+        dataset, validation_fraction, seed
     )
   return SweepData(*(jnp.asarray(array) for array in (
       train_images, train_labels, validation_images, validation_labels,

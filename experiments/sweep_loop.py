@@ -39,18 +39,12 @@ from experiments import hardware as hardware_lib
 
 
 def validation_dataset(dataset: data_lib.Dataset, fraction: float, seed: int) -> data_lib.Dataset:
-  """``dataset`` with its test split replaced by a stratified ``fraction`` of the training set.
-
-  The same split as :func:`experiments.sweep.split_validation` (scikit-learn's
-  ``train_test_split`` with ``random_state=seed``).
-  """
+  """``dataset`` with its test split replaced by a stratified ``fraction`` of the training set
+  (:func:`experiments.sweep.stratified_split`, the split the vmapped sweep holds out)."""
   if not 0.0 < fraction < 1.0:
     raise ValueError(f"validation_fraction must be in (0, 1); got {fraction}.")
-  from sklearn.model_selection import train_test_split
-
-  train_images, validation_images, train_labels, validation_labels = train_test_split(
-      dataset.train_images, dataset.train_labels, test_size=fraction,
-      stratify=dataset.train_labels, random_state=seed,
+  train_images, train_labels, validation_images, validation_labels = sweep.stratified_split(
+      dataset, fraction, seed
   )
   return data_lib.Dataset(dataset.name, train_images, train_labels, validation_images,
                           validation_labels, dataset.class_names)
