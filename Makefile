@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-CONFIG ?= configs/digits.py
+CONFIG ?= configs/classification/digits.py
 
 .PHONY: run test lint bench sweep fashion fashion-cnn distributed docs venv clean
 
@@ -28,7 +28,7 @@ $(VENV)/.docs-installed: pyproject.toml | $(PY)
 	touch $@
 
 run: $(VENV)/.experiments-installed
-	$(PY) -m experiments.compare --config $(CONFIG)
+	$(PY) -m experiments.classification.compare --config $(CONFIG)
 
 # ruff: every Python file (docs' recipes too); mypy: the library, experiments, configs, tests.
 lint: $(VENV)/.test-installed
@@ -39,30 +39,31 @@ test: lint
 	$(PY) -m pytest
 
 bench: $(VENV)/.experiments-installed
-	$(PY) -m experiments.benchmark
+	$(PY) -m benchmarks.update_step
 
 # Vmapped hyperparameter sweep (timed against sequential runs), then the comparison it tunes.
 sweep: $(VENV)/.experiments-installed
-	$(PY) -m experiments.sweep --config configs/sweep_digits.py --sequential
-	$(PY) -m experiments.compare --config configs/digits_tuned.py
+	$(PY) -m experiments.sweeps.sweep --config configs/sweeps/sweep_digits.py --sequential
+	$(PY) -m experiments.classification.compare --config configs/classification/digits_tuned.py
 
 # Real Fashion-MNIST on a CPU (Debian's dataset-fashion-mnist or the official files): the MLP
 # comparison at framework defaults, the learning-rate sweep on a validation split, the tuned
 # comparison (about 20 min on 2 cores). fashion-cnn: the same for the half-width DeepOBS 2c2d
-# (about 1 h 45 min here); then python -m experiments.fashion_report redraws docs/experiments/fashion_*.
+# (about 1 h 45 min here); then `python -m experiments.classification.fashion_report` redraws
+# docs/experiments/fashion_*.
 fashion: $(VENV)/.experiments-installed
-	$(PY) -m experiments.compare --config configs/fashion_mnist_mlp.py
-	$(PY) -m experiments.sweep --config configs/sweep_fashion_mlp.py
-	$(PY) -m experiments.compare --config configs/fashion_mnist_mlp_tuned.py
+	$(PY) -m experiments.classification.compare --config configs/classification/fashion_mnist_mlp.py
+	$(PY) -m experiments.sweeps.sweep --config configs/sweeps/sweep_fashion_mlp.py
+	$(PY) -m experiments.classification.compare --config configs/classification/fashion_mnist_mlp_tuned.py
 
 fashion-cnn: $(VENV)/.experiments-installed
-	$(PY) -m experiments.compare --config configs/fashion_mnist_cnn_cpu.py
-	$(PY) -m experiments.sweep_loop --config configs/sweep_fashion_cnn.py
-	$(PY) -m experiments.compare --config configs/fashion_mnist_cnn_cpu_tuned.py
+	$(PY) -m experiments.classification.compare --config configs/classification/fashion_mnist_cnn_cpu.py
+	$(PY) -m experiments.sweeps.trial_loop --config configs/sweeps/sweep_fashion_cnn.py
+	$(PY) -m experiments.classification.compare --config configs/classification/fashion_mnist_cnn_cpu_tuned.py
 
 # The same training on several (simulated) device layouts, two processes, and a stop and resume.
 distributed: $(VENV)/.experiments-installed
-	$(PY) -m experiments.distributed_layouts --workdir runs/distributed_layouts
+	$(PY) -m experiments.distributed.layouts --workdir runs/distributed_layouts
 
 # The documentation site (API reference from the docstrings, recipes, write-ups) into
 # docs/_build/html; every Sphinx warning is an error. Open docs/_build/html/index.html.

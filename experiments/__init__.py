@@ -1,11 +1,12 @@
-"""Experiments: SGD, SGD with momentum, Adam and RMSprop compared on Flax NNX models.
+"""Experiments with RMSprop, a folder per job.
 
-* :mod:`experiments.data` loads digits (bundled with scikit-learn), Fashion-MNIST and CIFAR-10.
-* :mod:`experiments.models` holds the Flax NNX models (MLP, small CNNs, a CIFAR CNN).
-* :mod:`experiments.train` holds the functional training step, the optimizer factory and
-  ``train_and_evaluate(config, workdir)``.
-* :mod:`experiments.compare` runs all four optimizers on one config and writes the report.
-* :mod:`experiments.train_distributed` runs the same training step on a device mesh
-  (:mod:`experiments.sharding`), across processes (:mod:`experiments.distributed`), with exact
-  checkpoint-resume (:mod:`experiments.checkpointing`); see ``docs/distributed.md``.
+* :mod:`experiments.common`: what every job shares (data order, command line, JSON, the machine).
+* :mod:`experiments.classification`: data, Flax models, ``train_and_evaluate``, the comparison of
+  SGD, SGD with momentum, Adam and RMSprop, its metrics and plots.
+* :mod:`experiments.sweeps`: hyperparameter sweeps (vmapped in one program, or trial by trial).
+* :mod:`experiments.distributed`: training on a device mesh and across processes, with exact
+  checkpoint-resume.
+* :mod:`experiments.studies`: recurrent, non-stationary and sparse studies.
+
+Configs live in ``configs/<job>/``; the update-step benchmark lives in :mod:`benchmarks`.
 """

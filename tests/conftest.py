@@ -44,10 +44,11 @@ def result_line(stdout: str) -> Any:
 
 def tiny_config() -> Any:
   """The digits MLP with centred RMSprop and momentum, one epoch, no checkpoints."""
-  from configs import digits_distributed
+  from configs.distributed import digits_distributed
 
   config = digits_distributed.get_config()
-  # Pinned here so that changes to configs/digits.py do not move the tests' step counts.
+  # Pinned here so that changes to configs/classification/digits.py do not move the tests' step
+  # counts.
   config.dataset = "digits"
   config.batch_size = 64
   config.seed = 0

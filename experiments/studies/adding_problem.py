@@ -14,12 +14,11 @@ the reported curve is nevertheless the MSE on a fixed evaluation set, evaluated 
 clipping, to show how each optimizer copes with the exploding and vanishing gradients of
 recurrent training.
 
-Run: ``python -m experiments.studies.adding_problem --config configs/adding_problem.py``.
+Run: ``python -m experiments.studies.adding_problem --config configs/studies/adding_problem.py``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -31,7 +30,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from experiments import hardware as hardware_lib
+from experiments.common import hardware as hardware_lib
 from experiments.studies import common
 
 TRIVIAL_MSE = 2.0 / 12.0  # predicting 1 for a sum of two independent U[0, 1] values
@@ -346,4 +345,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 if __name__ == "__main__":
-  common.run_main(train_and_evaluate, os.path.join("configs", "adding_problem.py"))
+  common.run_main(train_and_evaluate, "configs/studies/adding_problem.py")

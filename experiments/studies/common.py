@@ -22,8 +22,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments import cli, train
-from experiments.serialization import to_jsonable
+from experiments.classification import train
+from experiments.common import cli
+from experiments.common.serialization import to_jsonable
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after matplotlib.use: the backend must be chosen first
@@ -212,31 +213,12 @@ def run_main(
     train_and_evaluate: Callable[[ml_collections.ConfigDict, str], Mapping[str, Any]],
     default_config: str,
 ) -> None:
-  """The thin command-line entry point every study shares (Flax-example style).
+  """The command line every study shares: :func:`experiments.common.cli.run_job` over
+  ``train_and_evaluate`` (``--config configs/studies/<study>.py[:quick]``, ``--workdir``)."""
 
-  ``--config`` names a config file (``configs/<study>.py``; append ``:quick`` for the short
-  test configuration) and accepts overrides such as ``--config.num_seeds=5``; ``--workdir``
-  defaults to ``runs/<config.name>``. Flags are defined here, not at import, so the three study
-  modules can be imported side by side (in tests) without clashing flag names.
-  """
-  from absl import app, flags
-  from ml_collections import config_flags
-
-  config_flag = config_flags.DEFINE_config_file(
-      "config", default_config, "Path to the study's config file.", lock_config=True
-  )
-  workdir_flag = flags.DEFINE_string(
-      "workdir", None, "Output directory; defaults to runs/<config.name>."
-  )
-
-  def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-      raise app.UsageError(f"Unexpected command-line arguments: {argv[1:]}.")
-    config = config_flag.value
-    workdir = workdir_flag.value or os.path.join("runs", config.name)
-    cli.check_workdir(workdir)
+  def study(config: ml_collections.ConfigDict, workdir: str) -> None:
     summary = train_and_evaluate(config, workdir)
     print(f"wrote {workdir}/summary.json, summary.md and {len(summary['plots'])} plots "
           f"in {summary['wall_time_s']:.1f} s")
 
-  cli.run(main)
+  cli.run_job(study, default_config=default_config)

@@ -6,12 +6,11 @@ every ``config.segment_length`` steps; the study records the tracking error on a
 for RMSprop at three decays against SGD, momentum and Adam. Task, metrics and results:
 ``docs/studies.md``.
 
-Run: ``python -m experiments.studies.nonstationary --config configs/nonstationary.py``.
+Run: ``python -m experiments.studies.nonstationary --config configs/studies/nonstationary.py``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +22,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from experiments import hardware as hardware_lib
+from experiments.common import hardware as hardware_lib
 from experiments.studies import common
 
 Teacher = dict[str, jax.Array]
@@ -370,4 +369,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 if __name__ == "__main__":
-  common.run_main(train_and_evaluate, os.path.join("configs", "nonstationary.py"))
+  common.run_main(train_and_evaluate, "configs/studies/nonstationary.py")

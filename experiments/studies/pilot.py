@@ -20,9 +20,9 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from configs import adding_problem as adding_config
-from configs import nonstationary as nonstationary_config
-from configs import sparse_features as sparse_config
+from configs.studies import adding_problem as adding_config
+from configs.studies import nonstationary as nonstationary_config
+from configs.studies import sparse_features as sparse_config
 from experiments.studies import adding_problem, nonstationary, sparse_features
 
 # Per study: the grids, the run shortening and the score (lower is better unless maximize).

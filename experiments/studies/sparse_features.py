@@ -5,12 +5,11 @@ table whose rare rows get a gradient only every few hundred steps; the study rec
 overall and on tail-only bags, per-frequency-bucket agreement with the teacher, and how far a
 dense optimizer moves a rarely visited row. Task, metrics and results: ``docs/studies.md``.
 
-Run: ``python -m experiments.studies.sparse_features --config configs/sparse_features.py``.
+Run: ``python -m experiments.studies.sparse_features --config configs/studies/sparse_features.py``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,7 +22,7 @@ from flax import nnx
 from sklearn import metrics as sklearn_metrics
 from tqdm import tqdm
 
-from experiments import hardware as hardware_lib
+from experiments.common import hardware as hardware_lib
 from experiments.studies import common
 
 BUCKET_NAMES = ("head", "torso", "tail")
@@ -385,4 +384,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 if __name__ == "__main__":
-  common.run_main(train_and_evaluate, os.path.join("configs", "sparse_features.py"))
+  common.run_main(train_and_evaluate, "configs/studies/sparse_features.py")

@@ -1,0 +1,1 @@
+"""Benchmarks of the update step (against optax and PyTorch) and the compiled programs' HLO."""

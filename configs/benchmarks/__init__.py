@@ -1,0 +1,1 @@
+"""Configs of the update-step benchmark (benchmarks.update_step)."""

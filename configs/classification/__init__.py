@@ -1,0 +1,1 @@
+"""Configs of the classification jobs: the comparison (compare.py) and one optimizer (train.py)."""

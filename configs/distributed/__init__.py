@@ -1,0 +1,1 @@
+"""Configs of the distributed training (experiments.distributed.train)."""

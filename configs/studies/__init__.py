@@ -1,0 +1,1 @@
+"""Configs of the recurrent, non-stationary and sparse studies (experiments.studies)."""

@@ -1,0 +1,1 @@
+"""Image classification: data, Flax models, training, the comparison."""

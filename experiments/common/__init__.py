@@ -1,0 +1,1 @@
+"""What every experiment shares: data order, command line, JSON, the machine."""

@@ -1,0 +1,1 @@
+"""Training on a device mesh and across processes, with exact checkpoint-resume."""

@@ -1,0 +1,455 @@
+"""Sharded, multi-process, resumable training of one model with one optimizer.
+
+The training of :mod:`experiments.classification.train` (same model, optimizer factory, train step
+and data
+order, :mod:`experiments.common.data_order`) on a device mesh
+(:mod:`experiments.distributed.sharding`), optionally
+across processes (:mod:`experiments.distributed.multihost`), checkpointed every
+``config.checkpoint_every`` steps (:mod:`experiments.distributed.checkpointing`) with everything a
+resumed
+run needs to end, history included, exactly as an uninterrupted one. See ``docs/distributed.md``.
+
+Usage::
+
+  python -m experiments.distributed.train --config configs/distributed/digits_distributed.py \\
+      --workdir runs/digits_distributed
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from benchmarks.hlo import count_collectives
+from experiments.classification import data as data_lib
+from experiments.classification import train
+from experiments.common import cli, data_order, serialization
+from experiments.distributed import checkpointing, sharding
+from experiments.distributed import multihost as distributed_lib
+
+
+@dataclasses.dataclass
+class DistributedRunResult:
+  """What :func:`train_and_evaluate` did.
+
+  Attributes:
+    state: the final train state (global, sharded arrays).
+    start_step: the step training started from (0, or the restored checkpoint's step).
+    final_step: the step training stopped at.
+    total_steps: the steps of the full run (``num_epochs * steps_per_epoch``).
+    history: one record per evaluated epoch end: step, epoch, train and test loss/accuracy.
+    mesh_shape: ``{"data": ..., "model": ...}``.
+    num_processes: ``jax.process_count()``.
+    state_partition: ``{path: partition spec}`` of every state leaf.
+    step_collectives: collectives in the compiled training step (:func:`count_collectives`).
+    compile_time_s: ahead-of-time compilation of the training step.
+    train_time_s: time inside the training steps (including host-to-device batch copies).
+    checkpoint_time_s: time spent in checkpoint saves (the synchronous part of async saves).
+  """
+
+  state: train.TrainState
+  start_step: int
+  final_step: int
+  total_steps: int
+  history: list[dict[str, float]]
+  mesh_shape: dict[str, int]
+  num_processes: int
+  state_partition: dict[str, str]
+  step_collectives: dict[str, int]
+  compile_time_s: float
+  train_time_s: float
+  checkpoint_time_s: float
+
+
+def make_step_fn(
+    graphdef: Any,
+    optimizer: Any,
+    state_shardings: Any,
+    mesh: jax.sharding.Mesh,
+) -> Any:
+  """The jit-compiled sharded training step ``(state, batch, step_keys, index) -> (state, m)``.
+
+  ``step_keys[index]`` is the step's dropout key (the epoch's keys are passed whole, so one
+  replicated array serves the epoch). The input state's buffers are donated.
+  """
+  def step(
+      state: train.TrainState, batch: Any, step_keys: jax.Array, index: jax.Array
+  ) -> tuple[train.TrainState, dict[str, jax.Array]]:
+    return train.train_step(graphdef, optimizer, state, batch, step_keys[index])
+
+  everywhere = sharding.replicated(mesh)
+  examples = sharding.batch_sharding(mesh)
+  return jax.jit(
+      step,
+      in_shardings=(state_shardings, (examples, examples), everywhere, everywhere),
+      out_shardings=(state_shardings, everywhere),
+      donate_argnums=0,
+  )
+
+
+@dataclasses.dataclass
+class RunProgress:
+  """What a run has recorded besides its train state; checkpointed so a resume loses nothing.
+
+  Attributes:
+    history: one record per finished epoch (see :class:`DistributedRunResult`).
+    epoch_steps: the metrics of each step of the unfinished epoch (host values), whose means
+      become the epoch's train loss and accuracy.
+  """
+
+  history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+  epoch_steps: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
+
+  def add_steps(self, metrics: list[dict[str, np.ndarray]]) -> None:
+    """Records the host values of steps' metrics, in step order."""
+    self.epoch_steps.extend(metrics)
+
+  def end_epoch(self, *, step: int, epoch: int, evaluation: dict[str, Any]) -> None:
+    """Appends the epoch's record: means of its steps' metrics and the test evaluation."""
+    means = jax.tree.map(lambda *values: np.mean(values), *self.epoch_steps)
+    self.epoch_steps = []
+    self.history.append({
+        "step": step, "epoch": epoch,
+        "train_loss": float(means["loss"]), "train_accuracy": float(means["accuracy"]),
+        "test_loss": float(evaluation["loss"]),
+        "test_accuracy": float(evaluation["accuracy"]),
+    })
+
+  def to_json(self) -> dict[str, Any]:
+    """Plain JSON; each step metric keeps its dtype so the restored means are bitwise equal."""
+    names = sorted(self.epoch_steps[0]) if self.epoch_steps else []
+    return {
+        "history": list(self.history),
+        "epoch_steps": {
+            name: {
+                "dtype": str(np.asarray(self.epoch_steps[0][name]).dtype),
+                # float() of a float32 or float16 value is exact, and so is its JSON text.
+                "values": [float(step[name]) for step in self.epoch_steps],
+            }
+            for name in names
+        },
+    }
+
+  @classmethod
+  def from_json(cls, record: dict[str, Any] | None) -> RunProgress:
+    """The inverse of :meth:`to_json`; ``None`` (a checkpoint without it) is empty progress."""
+    if record is None:
+      return cls()
+    columns = {
+        name: [np.asarray(value, dtype=column["dtype"]) for value in column["values"]]
+        for name, column in record["epoch_steps"].items()
+    }
+    if len({len(values) for values in columns.values()}) > 1:
+      raise checkpointing.CheckpointCorruptedError("the checkpoint's step metrics are ragged.")
+    steps = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    return cls(history=[dict(entry) for entry in record["history"]], epoch_steps=steps)
+
+
+def describe_run(config: ml_collections.ConfigDict, hparams: dict[str, Any]) -> dict[str, Any]:
+  """The settings a checkpoint must agree with to be resumed (JSON, stored with it).
+
+  ``num_epochs`` is among them because it fixes every epoch's data order (the epoch keys are
+  splits of the seed's data key into ``num_epochs`` parts).
+  """
+  facts = {
+      "optimizer": config.optimizer,
+      "model": config.model,
+      "model_kwargs": config.model_kwargs,
+      "dataset": config.dataset,
+      "num_epochs": config.num_epochs,
+      "lr_schedule": config.lr_schedule,
+      "hparams": hparams,
+  }
+  return json.loads(json.dumps(serialization.to_jsonable(facts)))
+
+
+def check_resumable(
+    directory: Any,
+    position: checkpointing.DataPosition,
+    facts: dict[str, Any],
+    *,
+    run_facts: dict[str, Any],
+    total_steps: int,
+) -> None:
+  """Raises :class:`checkpointing.CheckpointMismatchError` if this run cannot continue that one.
+
+  ``facts`` are the checkpoint's (:func:`describe_run` of the run that wrote it), ``run_facts``
+  this run's. The message is one line naming the setting, both values and the ways out.
+  """
+  ways_out = (
+      "rerun with the checkpoint's settings, pass another --workdir, or --config.resume=False "
+      "to start over"
+  )
+  for key, value in run_facts.items():
+    if key not in facts:  # Written before this fact was recorded.
+      continue
+    stored = facts[key]
+    if key == "hparams" and isinstance(stored, dict) and isinstance(value, dict):
+      for name in sorted(set(stored) | set(value)):
+        if stored.get(name) != value.get(name):
+          raise checkpointing.CheckpointMismatchError(
+              f"the checkpoint in {directory} was written with {name}={stored.get(name)!r}, "
+              f"but config.optimizers.{run_facts['optimizer']}.{name}={value.get(name)!r}; "
+              f"{ways_out}."
+          )
+    elif stored != value:
+      raise checkpointing.CheckpointMismatchError(
+          f"the checkpoint in {directory} was written with {key}={stored!r}, but "
+          f"config.{key}={value!r}; {ways_out}."
+      )
+  if position.step > total_steps:
+    raise checkpointing.CheckpointMismatchError(
+        f"the checkpoint in {directory} is at step {position.step}, past this run's "
+        f"{total_steps} steps; {ways_out}."
+    )
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    dataset: data_lib.Dataset | None = None,
+    devices: Sequence[jax.Device] | None = None,
+) -> DistributedRunResult:
+  """Trains ``config.optimizer`` on a device mesh, resuming from and writing checkpoints.
+
+  Args:
+    config: a config such as ``configs/distributed/digits_distributed.py``.
+    workdir: output folder, local or ``gs://...``; checkpoints go to ``workdir/checkpoints``
+      (it must be one folder that every process sees).
+    dataset: the loaded data set (default: ``config.dataset``).
+    devices: devices of the mesh (default: all devices of all processes).
+
+  Returns:
+    The :class:`DistributedRunResult`; process 0 also writes ``summary.json`` and
+    ``summary.md`` into ``workdir``.
+  """
+  distributed_lib.initialize(config.distributed)
+  run_dir = checkpointing.as_checkpoint_path(workdir)
+  run_dir.mkdir(parents=True, exist_ok=True)
+  if config.num_epochs < 1:
+    raise ValueError(f"config.num_epochs must be >= 1; got {config.num_epochs}.")
+  checkpoint_every = int(config.checkpoint_every)
+  stop_after = int(config.stop_after_steps)
+  if stop_after < 0:
+    raise ValueError(f"config.stop_after_steps must be >= 0 (0: no early stop); got {stop_after}.")
+
+  dataset = dataset if dataset is not None else train.load_config_dataset(config)
+  spec = train.model_spec(config, dataset)
+  graphdef = train.model_graphdef(spec)
+  name = config.optimizer
+  hparams = train.resolve_hparams(config, name)
+  num_examples = dataset.train_images.shape[0]
+  if not 1 <= config.batch_size <= num_examples:
+    raise ValueError(f"config.batch_size must be in [1, {num_examples}]; got {config.batch_size}.")
+  steps_per_epoch = num_examples // config.batch_size
+  total_steps = steps_per_epoch * config.num_epochs
+  optimizer = train.make_optimizer(
+      name, hparams, schedule=config.lr_schedule, total_steps=total_steps
+  )
+
+  mesh = sharding.make_mesh(config.mesh, devices)
+  if config.batch_size % mesh.shape[sharding.DATA_AXIS]:
+    raise ValueError(
+        f"config.batch_size={config.batch_size} must be a multiple of the mesh's data axis "
+        f"({mesh.shape[sharding.DATA_AXIS]} devices)."
+    )
+  min_shard_size = int(config.mesh.min_shard_size)
+  everywhere = sharding.replicated(mesh)
+
+  # Keys are derived inside the compiled functions from the seed, so that every process
+  # computes them identically and no process-local array enters a multi-process program.
+  def seed_keys() -> tuple[jax.Array, jax.Array]:
+    return data_order.seed_keys(config.seed)
+
+  def init_fn() -> train.TrainState:
+    return train.init_train_state(spec, optimizer, seed_keys()[0])
+
+  abstract_state = jax.eval_shape(init_fn)
+  state_shardings = sharding.train_state_shardings(optimizer, abstract_state, mesh, min_shard_size)
+
+  checkpointer = checkpointing.TrainCheckpointer(
+      run_dir / "checkpoints",
+      save_every=checkpoint_every,
+      max_to_keep=int(config.max_checkpoints_to_keep),
+      async_save=bool(config.async_checkpointing),
+  )
+  run_facts = describe_run(config, hparams)
+  state, position, restored = checkpointer.restore_or_initialize(
+      checkpointing.abstract_like(abstract_state, state_shardings),
+      initialize=jax.jit(init_fn, out_shardings=state_shardings),
+      start=checkpointing.DataPosition.at(
+          0, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, seed=config.seed
+      ),
+      resume=bool(config.resume),
+      fallback=bool(config.checkpoint_fallback),
+      validate=functools.partial(
+          check_resumable, checkpointer.directory, run_facts=run_facts, total_steps=total_steps
+      ),
+  )
+  progress = RunProgress.from_json((restored or {}).get("progress"))
+  start_step = position.step
+
+  num_steps = steps_per_epoch
+
+  @functools.partial(jax.jit, out_shardings=(everywhere, everywhere))
+  def epoch_plan(epoch: jax.Array) -> tuple[jax.Array, jax.Array]:
+    epoch_key = data_order.epoch_keys(seed_keys()[1], config.num_epochs)[epoch]
+    return data_order.epoch_plan(epoch_key, num_examples, config.batch_size)
+
+  step_fn = make_step_fn(graphdef, optimizer, state_shardings, mesh)
+  examples = sharding.batch_sharding(mesh)
+  batch_shape = (config.batch_size, *dataset.train_images.shape[1:])
+  compile_start = time.perf_counter()
+  compiled_step = step_fn.lower(
+      state,
+      (jax.ShapeDtypeStruct(batch_shape, dataset.train_images.dtype, sharding=examples),
+       jax.ShapeDtypeStruct((config.batch_size,), dataset.train_labels.dtype, sharding=examples)),
+      jax.eval_shape(lambda: jax.random.split(seed_keys()[1], num_steps)),
+      jax.ShapeDtypeStruct((), jnp.int32, sharding=everywhere),
+  ).compile()
+  compile_time = time.perf_counter() - compile_start
+  step_collectives = count_collectives(compiled_step.as_text())
+
+  test_images = sharding.host_to_global(dataset.test_images, everywhere)
+  test_labels = sharding.host_to_global(dataset.test_labels, everywhere)
+  eval_fn = jax.jit(
+      functools.partial(train.evaluate, graphdef, batch_size=config.eval_batch_size),
+      out_shardings=everywhere,
+  )
+
+  train_time = checkpoint_time = 0.0
+  # Metrics of the current epoch's steps: those run before a resume come from the checkpoint
+  # (host values), the rest are device arrays fetched when the epoch ends or a checkpoint is due.
+  epoch_metrics: list[dict[str, jax.Array]] = []
+  last_step = total_steps if stop_after == 0 else min(total_steps, stop_after)
+  step = start_step
+  batches_host = step_keys = None
+  while step < last_step:
+    epoch, index = divmod(step, steps_per_epoch)
+    if batches_host is None or index == 0:
+      batches, step_keys = epoch_plan(sharding.host_to_global(np.int32(epoch), everywhere))
+      batches_host = distributed_lib.fetch(batches)
+    indices = batches_host[index]
+    tick = time.perf_counter()
+    batch = sharding.host_to_global(
+        (dataset.train_images[indices], dataset.train_labels[indices]), examples
+    )
+    state, metrics = compiled_step(
+        state, batch, step_keys, sharding.host_to_global(np.int32(index), everywhere)
+    )
+    epoch_metrics.append(metrics)
+    step += 1
+    if step % steps_per_epoch == 0 or step == last_step:
+      # Dispatch is asynchronous: wait for the epoch's steps so the time counts their work.
+      jax.block_until_ready(state)
+    train_time += time.perf_counter() - tick
+    position = checkpointing.DataPosition.at(
+        step, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, seed=config.seed
+    )
+    if step % steps_per_epoch == 0:
+      evaluation = distributed_lib.fetch(eval_fn(state, test_images, test_labels))
+      progress.add_steps(distributed_lib.fetch(epoch_metrics))
+      epoch_metrics = []
+      progress.end_epoch(step=step, epoch=step // steps_per_epoch, evaluation=evaluation)
+    tick = time.perf_counter()
+    preempted = checkpointer.reached_preemption(step)
+    force = step == last_step or preempted
+    if force or checkpointer.should_save(step):
+      progress.add_steps(distributed_lib.fetch(epoch_metrics))
+      epoch_metrics = []
+      checkpointer.save(
+          state, position, force=force, extra={**run_facts, "progress": progress.to_json()}
+      )
+    checkpoint_time += time.perf_counter() - tick
+    if preempted:
+      logging.warning("preemption notice: saved step %d and stopped; rerun to resume", step)
+      break
+  if step == start_step and restored is None:
+    checkpointer.save(
+        state, position, force=True, extra={**run_facts, "progress": progress.to_json()}
+    )
+  checkpointer.close()
+
+  result = DistributedRunResult(
+      state=state,
+      start_step=start_step,
+      final_step=step,
+      total_steps=total_steps,
+      history=progress.history,
+      mesh_shape=dict(mesh.shape),
+      num_processes=jax.process_count(),
+      state_partition=sharding.describe(state_shardings),
+      step_collectives=step_collectives,
+      compile_time_s=compile_time,
+      train_time_s=train_time,
+      checkpoint_time_s=checkpoint_time,
+  )
+  if distributed_lib.is_primary():
+    write_summary(run_dir, config, result)
+  return result
+
+
+def write_summary(
+    workdir: Any, config: ml_collections.ConfigDict, result: DistributedRunResult
+) -> None:
+  """``summary.json`` (everything but the state) and ``summary.md`` (a table per epoch)."""
+  fields: dict[str, Any] = {
+      field.name: getattr(result, field.name)
+      for field in dataclasses.fields(result) if field.name != "state"
+  }
+  fields["optimizer"] = config.optimizer
+  fields["devices"] = [str(device) for device in jax.devices()]
+  (workdir / "summary.json").write_text(json.dumps(fields, indent=2))
+  steps_run = result.final_step - result.start_step
+  lines = [
+      f"# {config.name}: {config.optimizer} on a {result.mesh_shape} mesh, "
+      f"{result.num_processes} process(es)",
+      "",
+      f"Steps {result.start_step} to {result.final_step} of {result.total_steps}; "
+      f"compile {result.compile_time_s:.2f} s, training {result.train_time_s:.2f} s "
+      f"({steps_run / max(result.train_time_s, 1e-9):.1f} steps/s), checkpoint saves "
+      f"{result.checkpoint_time_s:.2f} s. Collectives in the compiled step: "
+      + ", ".join(f"{name} {count}" for name, count in result.step_collectives.items()) + ".",
+      "",
+      "| epoch | step | train loss | train accuracy | test loss | test accuracy |",
+      "|---|---|---|---|---|---|",
+  ]
+  for record in result.history:
+    lines.append(
+        f"| {record['epoch']} | {record['step']} | {record['train_loss']:.4f} | "
+        f"{record['train_accuracy']:.4f} | {record['test_loss']:.4f} | "
+        f"{record['test_accuracy']:.4f} |"
+    )
+  (workdir / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """Command line: ``--config <file>[:overrides]`` and ``--workdir`` (Flax-example style)."""
+
+  def train(config: ml_collections.ConfigDict, workdir: str) -> None:
+    result = train_and_evaluate(config, workdir)
+    if distributed_lib.is_primary():
+      final = result.history[-1] if result.history else {}
+      print(
+          f"steps {result.start_step}->{result.final_step} of {result.total_steps} on mesh "
+          f"{result.mesh_shape} x {result.num_processes} process(es); "
+          f"test accuracy {final.get('test_accuracy', float('nan')):.4f}; wrote {workdir}"
+      )
+
+  cli.run_job(train, default_config="configs/distributed/digits_distributed.py", argv=argv)
+
+
+if __name__ == "__main__":
+  main()

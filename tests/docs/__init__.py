@@ -1,0 +1,1 @@
+"""The documentation: README quick start, recipes, version and changelog."""

@@ -1,0 +1,1 @@
+"""The experiments: data, training, comparison, sweeps, distribution, studies, benchmarks."""

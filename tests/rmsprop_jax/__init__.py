@@ -1,0 +1,1 @@
+"""The library: parity with optax, PyTorch, Keras and TF1, guarantees, dtypes, sharding."""
