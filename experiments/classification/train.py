@@ -466,10 +466,10 @@ def load_tuned_hparams(path: str | Path, name: str) -> dict[str, Any]:
   """The best hyperparameters of optimizer ``name`` from a sweep result file.
 
   The file is JSON with a ``best`` mapping from optimizer name to an entry, as written by
-  ``experiments/sweeps/sweep.py``. An entry is either the hyperparameters themselves or an object
-  holding them under ``hparams`` (or ``hyperparameters``) beside other fields such as the
-  score; only keys :func:`make_optimizer` accepts for ``name`` are taken. An optimizer the
-  sweep did not cover keeps the config's values (an empty result).
+  ``experiments/sweeps/sweep.py`` and ``trial_loop.py``. An entry is either the hyperparameters
+  themselves or an object holding them under ``hparams`` (or ``hyperparameters``) beside other
+  fields such as the score; only keys :func:`make_optimizer` accepts for ``name`` are taken. An
+  optimizer the sweep did not cover keeps the config's values (an empty result).
   """
   path = Path(path)
   if not path.is_file():

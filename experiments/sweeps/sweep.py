@@ -2,8 +2,12 @@ r"""Vmapped hyperparameter sweeps: grid and random search in one compiled progra
 
 A run (one trial's hyperparameters, one seed) is a pure function (:func:`make_trial_fn`),
 vmapped over seeds and trials and compiled once per optimizer (:func:`make_chunk_program`);
-trials are chosen on a validation split. The method, outputs and measurements are in
-``docs/sweeps.md``.
+trials are chosen on a validation split. This module holds that program, the timing modes
+(vmapped, sequential, Python loop), :func:`run_sweep` and the command line; the search spaces,
+the validation split, the selection of the best trial and the report are in
+:mod:`~experiments.sweeps.search_space`, :mod:`~experiments.sweeps.validation_split`,
+:mod:`~experiments.sweeps.selection` and :mod:`~experiments.sweeps.report`. The method,
+outputs and measurements are in ``docs/sweeps.md``.
 
 Usage::
 
@@ -14,18 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import ml_collections
 import numpy as np
 
@@ -34,183 +35,16 @@ from experiments.classification import train
 from experiments.common import cli, data_order
 from experiments.common import hardware as hardware_lib
 from experiments.common.serialization import to_jsonable
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # (after matplotlib.use: the backend must be chosen first)
-
-DISTRIBUTIONS = ("log_uniform", "uniform")
-# Per-run metrics a trial function returns; all scalars except the per-epoch losses.
-RUN_METRICS = (
-    "train_loss", "train_accuracy", "validation_loss", "validation_accuracy", "test_loss",
-    "test_accuracy",
+from experiments.sweeps.report import plot_heatmap, plot_sensitivity, write_markdown
+from experiments.sweeps.search_space import optimizer_trials, search_kind, to_plain
+from experiments.sweeps.selection import (
+  RUN_METRICS,
+  best_trial,
+  diverged_runs,
+  divergence_loss_limit,
+  trial_records,
 )
-
-
-# ----------------------------------------------------------------------------------------------
-# Search spaces.
-
-
-def grid_trials(grid: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
-  """The Cartesian product of per-hyperparameter value lists, as one float64 array per name.
-
-  The first name varies slowest: ``{"learning_rate": [a, b], "decay": [c, d]}`` gives the
-  trials ``(a, c), (a, d), (b, c), (b, d)``.
-  """
-  if not grid:
-    raise ValueError("grid must name at least one hyperparameter.")
-  names = list(grid)
-  for name in names:
-    values = grid[name]
-    if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values:
-      raise ValueError(f"grid[{name!r}] must be a non-empty list of numbers; got {values!r}.")
-  product = list(itertools.product(*(grid[name] for name in names)))
-  return {
-      name: np.asarray([trial[index] for trial in product], np.float64)
-      for index, name in enumerate(names)
-  }
-
-
-def random_trials(
-    space: Mapping[str, Sequence[Any]], num_trials: int, seed: int
-) -> dict[str, np.ndarray]:
-  """``num_trials`` independent draws from per-hyperparameter distributions.
-
-  Each entry of ``space`` is ``(distribution, low, high)``: ``log_uniform`` draws
-  ``exp(U(log low, log high))`` — the scale-free prior for learning rates and eps (Bergstra &
-  Bengio, 2012) — and ``uniform`` draws ``U(low, high)``. Names are drawn in sorted order from
-  one NumPy generator seeded with ``seed``, so a space and a seed fix the trials.
-  """
-  if num_trials < 1:
-    raise ValueError(f"num_trials must be >= 1; got {num_trials}.")
-  if not space:
-    raise ValueError("random search space must name at least one hyperparameter.")
-  generator = np.random.default_rng(seed)
-  trials = {}
-  for name in sorted(space):
-    entry = space[name]
-    if isinstance(entry, str) or len(entry) != 3:
-      raise ValueError(f"random[{name!r}] must be (distribution, low, high); got {entry!r}.")
-    distribution, low, high = entry[0], float(entry[1]), float(entry[2])
-    if distribution not in DISTRIBUTIONS:
-      raise ValueError(
-          f"random[{name!r}] distribution must be one of {DISTRIBUTIONS}; got {distribution!r}."
-      )
-    if not low < high:
-      raise ValueError(f"random[{name!r}] needs low < high; got low={low}, high={high}.")
-    if distribution == "log_uniform":
-      if low <= 0:
-        raise ValueError(f"random[{name!r}] is log_uniform and needs low > 0; got {low}.")
-      trials[name] = np.exp(generator.uniform(np.log(low), np.log(high), num_trials))
-    else:
-      trials[name] = generator.uniform(low, high, num_trials)
-  return trials
-
-
-def optimizer_trials(
-    name: str, entry: Mapping[str, Any], seed: int
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-  """The swept hyperparameters (one array per name) and the fixed ones of an optimizer.
-
-  ``entry`` is a config's ``optimizers[name]``: ``fixed`` (values every trial shares, booleans
-  included), and either ``grid`` (value lists, see :func:`grid_trials`) or ``random`` with
-  ``num_trials`` (see :func:`random_trials`). Every name must be a hyperparameter that
-  :func:`experiments.classification.train.make_optimizer` accepts for ``name``; a swept name must be
-  numeric.
-  """
-  if name not in train.OPTIMIZERS:
-    raise ValueError(f"optimizers has an unknown optimizer {name!r}; known: {train.OPTIMIZERS}.")
-  entry = _plain(entry)
-  unknown_keys = set(entry) - {"fixed", "grid", "random", "num_trials"}
-  if unknown_keys:
-    raise ValueError(f"optimizers[{name!r}] has unknown keys {sorted(unknown_keys)}.")
-  if ("grid" in entry) == ("random" in entry):
-    raise ValueError(f"optimizers[{name!r}] needs exactly one of 'grid' or 'random'.")
-  if "grid" in entry:
-    swept = grid_trials(entry["grid"])
-  else:
-    if "num_trials" not in entry:
-      raise ValueError(f"optimizers[{name!r}] uses random search and needs num_trials.")
-    # Offset the seed by the optimizer so that two optimizers do not draw the same numbers.
-    swept = random_trials(entry["random"], int(entry["num_trials"]),
-                          seed + train.OPTIMIZERS.index(name))
-  fixed = dict(entry.get("fixed", {}))
-  allowed = {"learning_rate", *train.OPTIMIZER_DEFAULTS[name]}
-  for source, names in (("grid/random", swept), ("fixed", fixed)):
-    unknown = set(names) - allowed
-    if unknown:
-      raise ValueError(
-          f"optimizers[{name!r}] {source} has unknown hyperparameters {sorted(unknown)}; "
-          f"allowed: {sorted(allowed)}."
-      )
-  overlap = set(swept) & set(fixed)
-  if overlap:
-    raise ValueError(f"optimizers[{name!r}] both sweeps and fixes {sorted(overlap)}.")
-  if "learning_rate" not in swept and "learning_rate" not in fixed:
-    raise ValueError(f"optimizers[{name!r}] must sweep or fix learning_rate.")
-  for hparam, values in swept.items():
-    if not np.all(np.isfinite(values)):
-      raise ValueError(f"optimizers[{name!r}] {hparam} values must be finite; got {values}.")
-  return swept, fixed
-
-
-def _plain(value: Any) -> Any:
-  """A ConfigDict (or nested mapping) as plain dicts, lists as they are."""
-  if isinstance(value, ml_collections.ConfigDict):
-    return value.to_dict()
-  return dict(value) if isinstance(value, Mapping) else value
-
-
-# ----------------------------------------------------------------------------------------------
-# The data a sweep trains and evaluates on.
-
-
-class SweepData(NamedTuple):
-  """Device arrays of the three splits; passed to the compiled program as arguments."""
-
-  train_images: jax.Array
-  train_labels: jax.Array
-  validation_images: jax.Array
-  validation_labels: jax.Array
-  test_images: jax.Array
-  test_labels: jax.Array
-
-
-def stratified_split(
-    dataset: data_lib.Dataset, validation_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """``(train_images, train_labels, validation_images, validation_labels)``: a stratified
-  ``validation_fraction`` of the training set held out (scikit-learn, ``random_state=seed``)."""
-  from sklearn.model_selection import train_test_split
-
-  train_images, validation_images, train_labels, validation_labels = train_test_split(
-      dataset.train_images, dataset.train_labels, test_size=validation_fraction,
-      stratify=dataset.train_labels, random_state=seed,
-  )
-  return train_images, train_labels, validation_images, validation_labels
-
-
-def split_validation(
-    dataset: data_lib.Dataset, validation_fraction: float, seed: int = 0
-) -> SweepData:
-  """Holds out a stratified ``validation_fraction`` of the training set for model selection.
-
-  With ``validation_fraction == 0`` the test set stands in for the validation set (then the
-  choice of the best trial has seen the test set; the sweep's output says so).
-  """
-  if not 0.0 <= validation_fraction < 1.0:
-    raise ValueError(f"validation_fraction must be in [0, 1); got {validation_fraction}.")
-  if validation_fraction == 0.0:
-    train_images, train_labels = dataset.train_images, dataset.train_labels
-    validation_images, validation_labels = dataset.test_images, dataset.test_labels
-  else:
-    train_images, train_labels, validation_images, validation_labels = stratified_split(
-        dataset, validation_fraction, seed
-    )
-  return SweepData(*(jnp.asarray(array) for array in (
-      train_images, train_labels, validation_images, validation_labels,
-      dataset.test_images, dataset.test_labels,
-  )))
-
+from experiments.sweeps.validation_split import SweepData, split_validation
 
 # ----------------------------------------------------------------------------------------------
 # One run as a pure function, and the vmapped program over chunks of trials.
@@ -270,9 +104,9 @@ def make_trial_fn(
   complete them. The key is split into initialisation and data keys as in
   :func:`experiments.classification.train.train_and_evaluate`; each epoch is one
   :func:`experiments.classification.train.train_epoch` inside a ``lax.scan`` over epochs. The
-  metrics are the
-  per-epoch mean training losses (``epoch_train_loss``, training mode, before each update) and
-  the final loss and accuracy on each split in inference mode (:data:`RUN_METRICS`).
+  metrics are the per-epoch mean training losses (``epoch_train_loss``, training mode, before
+  each update) and the final loss and accuracy on each split in inference mode
+  (:data:`~experiments.sweeps.selection.RUN_METRICS`).
 
   ``trace_counter[setup.optimizer]`` is incremented each time the function is traced, which is
   how the sweep verifies that one compilation served every chunk.
@@ -562,264 +396,6 @@ def run_python_loop(
 
 
 # ----------------------------------------------------------------------------------------------
-# Summaries.
-
-
-def diverged_runs(
-    metrics: Mapping[str, np.ndarray], loss_limit: float = math.inf
-) -> np.ndarray:
-  """``(trials, seeds)`` booleans: which runs diverged.
-
-  A run diverged when any epoch's training loss or a final loss is NaN or infinite, or when its
-  final training loss exceeds ``loss_limit``: a learning rate far too large can also leave a
-  ReLU network with finite but enormous logits and a loss in the thousands, which is divergence
-  in all but the floating-point sense.
-  """
-  bad = ~np.isfinite(metrics["epoch_train_loss"]).all(axis=-1)
-  for split in ("train", "validation", "test"):
-    bad |= ~np.isfinite(metrics[f"{split}_loss"])
-  with np.errstate(invalid="ignore"):
-    bad |= ~(metrics["train_loss"] <= loss_limit)
-  return bad
-
-
-def _finite_or_none(value: float) -> float | None:
-  """JSON has no NaN or infinity: non-finite numbers are written as null."""
-  return float(value) if math.isfinite(float(value)) else None
-
-
-def trial_records(
-    name: str,
-    swept: Mapping[str, np.ndarray],
-    fixed: Mapping[str, Any],
-    metrics: Mapping[str, np.ndarray],
-    loss_limit: float = math.inf,
-    search: str = "grid",
-    sequential: Mapping[str, np.ndarray] | None = None,
-) -> list[dict[str, Any]]:
-  """One JSON-ready record per trial: hyperparameters, seed means and per-seed values.
-
-  A trial is marked ``diverged`` when any of its seeds diverged (:func:`diverged_runs`).
-  With ``sequential`` (the same runs trained one at a time) its final training loss and test
-  accuracy are recorded beside the vmapped ones.
-  """
-  diverged = diverged_runs(metrics, loss_limit)
-  records = []
-  for trial in range(len(next(iter(swept.values())))):
-    hparams = {**fixed, **{hparam: float(values[trial]) for hparam, values in swept.items()}}
-    record: dict[str, Any] = {
-        "optimizer": name,
-        "search": search,
-        "trial": trial,
-        "hparams": hparams,
-        "diverged": bool(diverged[trial].any()),
-        "diverged_seeds": int(diverged[trial].sum()),
-    }
-    for metric in RUN_METRICS:
-      per_seed = metrics[metric][trial]
-      with np.errstate(invalid="ignore"):
-        record[metric] = _finite_or_none(np.mean(per_seed))
-      record[f"{metric}_per_seed"] = [_finite_or_none(value) for value in per_seed]
-    if sequential is not None:
-      for metric in ("train_loss", "test_accuracy"):
-        with np.errstate(invalid="ignore"):
-          record[f"sequential_{metric}"] = _finite_or_none(np.mean(sequential[metric][trial]))
-    records.append(record)
-  return records
-
-
-def best_trial(records: Sequence[Mapping[str, Any]], metric: str) -> dict[str, Any] | None:
-  """The non-diverged trial with the highest mean ``metric`` (ties: lower validation loss).
-
-  Returns the entry written under ``best[optimizer]`` in ``sweep.json`` — the hyperparameters
-  under ``hparams``, as :func:`experiments.classification.train.load_tuned_hparams` reads them — or
-  ``None``
-  when every trial diverged.
-  """
-  candidates = [r for r in records if not r["diverged"] and r[metric] is not None]
-  if not candidates:
-    return None
-  def score(record: Mapping[str, Any]) -> tuple[float, float]:
-    loss = record.get("validation_loss")
-    return record[metric], -(loss if loss is not None else math.inf)
-
-  best = max(candidates, key=score)
-  return {
-      "trial": best["trial"],
-      "hparams": dict(best["hparams"]),
-      "selected_by": metric,
-      **{key: best[key] for key in RUN_METRICS},
-  }
-
-
-def _format(value: Any, digits: int = 4) -> str:
-  if value is None:
-    return "—"
-  if isinstance(value, bool):
-    return str(value)
-  if isinstance(value, float):
-    return f"{value:.{digits}g}"
-  return str(value)
-
-
-def write_markdown(path: Path, summary: Mapping[str, Any]) -> None:
-  """``sweep.md``: best trials, timings and every trial, sorted by validation accuracy."""
-  lines = [f"# Sweep `{summary['name']}`", ""]
-  lines += [
-      f"{summary['config']['dataset']}, {summary['config']['model']} "
-      f"{summary['config']['model_kwargs']}, {summary['config']['num_epochs']} epochs of "
-      f"batch {summary['config']['batch_size']}, seeds {summary['seeds']}, "
-      f"selection by {summary['selection_metric']}. Hardware: {summary['hardware']}.",
-      "",
-      "## Best trial per optimizer",
-      "",
-      "| optimizer | hyperparameters | validation acc. | test acc. | train loss |",
-      "|---|---|---|---|---|",
-  ]
-  for name, best in summary["best"].items():
-    if best is None:
-      lines.append(f"| {name} | every trial diverged | — | — | — |")
-      continue
-    hparams = ", ".join(f"{k}={_format(v)}" for k, v in best["hparams"].items())
-    lines.append(
-        f"| {name} | {hparams} | {_format(best['validation_accuracy'])} | "
-        f"{_format(best['test_accuracy'])} | {_format(best['train_loss'])} |"
-    )
-  lines += ["", "## Timing", "",
-            "| optimizer | runs | mode | compile s | compile CPU s | run s | run CPU s |",
-            "|---|---|---|---|---|---|---|"]
-  for name, modes in summary["timing"]["per_optimizer"].items():
-    for mode, timing in modes.items():
-      lines.append(
-          f"| {name} | {timing['runs']} | {mode} | {timing['compile_s']:.2f} | "
-          f"{timing['compile_cpu_s']:.2f} | {timing['run_s']:.2f} | {timing['run_cpu_s']:.2f} |"
-      )
-  speedups = summary["timing"].get("speedup")
-  if speedups:
-    lines += ["", "Speed-up of the vmapped sweep (run time, compilation excluded):", ""]
-    for name, values in speedups.items():
-      lines.append(f"- {name}: " + ", ".join(f"{k} {v:.2f}x" for k, v in values.items()))
-  lines += ["", "## Every trial", "",
-            "| optimizer | trial | hyperparameters | diverged | validation acc. | test acc. | "
-            "train loss |", "|---|---|---|---|---|---|---|"]
-  for record in sorted(summary["trials"], key=lambda r: (r["optimizer"],
-                                                         -(r["validation_accuracy"] or 0.0))):
-    hparams = ", ".join(f"{k}={_format(v)}" for k, v in record["hparams"].items())
-    lines.append(
-        f"| {record['optimizer']} | {record['trial']} | {hparams} | {record['diverged']} | "
-        f"{_format(record['validation_accuracy'])} | {_format(record['test_accuracy'])} | "
-        f"{_format(record['train_loss'])} |"
-    )
-  if summary.get("plots"):
-    lines += ["", "## Plots", ""] + [f"![{plot}]({plot})" for plot in summary["plots"]]
-  path.write_text("\n".join(lines) + "\n")
-
-
-def _label_color(value: float, vmin: float) -> str:
-  """Black on viridis' light (yellow-green) upper range, white on its dark lower range."""
-  if not np.isfinite(value):
-    return "black"
-  return "black" if (value - vmin) / max(1.0 - vmin, 1e-9) > 0.55 else "white"
-
-
-def plot_heatmap(
-    path: Path, records: Sequence[Mapping[str, Any]], x_name: str, y_name: str, title: str
-) -> bool:
-  """Test accuracy over two hyperparameters; a grid as a heatmap, random trials as a scatter.
-
-  Diverged trials are marked with a cross. Returns False (and writes nothing) when the records
-  do not vary both hyperparameters.
-  """
-  rows = [r for r in records if x_name in r["hparams"] and y_name in r["hparams"]]
-  if not rows:
-    return False
-  xs = np.array([r["hparams"][x_name] for r in rows], np.float64)
-  ys = np.array([r["hparams"][y_name] for r in rows], np.float64)
-  accuracy = np.array([r["test_accuracy"] if r["test_accuracy"] is not None else np.nan
-                       for r in rows])
-  diverged = np.array([r["diverged"] for r in rows])
-  x_values, y_values = np.unique(xs), np.unique(ys)
-  if len(x_values) < 2 or len(y_values) < 2:
-    return False
-  figure, axes = plt.subplots(figsize=(7.5, 5.5))
-  is_grid = len(x_values) * len(y_values) == len(rows)
-  # The colour scale starts at the worst non-diverged trial, so that differences near the top
-  # stay visible; the cell labels give the numbers.
-  finite = accuracy[~diverged & np.isfinite(accuracy)]
-  vmin = float(np.floor(finite.min() * 10) / 10) if finite.size else 0.0
-  image: Any
-  if is_grid:
-    table = np.full((len(y_values), len(x_values)), np.nan)
-    crossed = np.zeros_like(table, bool)
-    for x, y, acc, bad in zip(xs, ys, accuracy, diverged, strict=True):
-      row, col = np.searchsorted(y_values, y), np.searchsorted(x_values, x)
-      table[row, col], crossed[row, col] = (np.nan if bad else acc), bad
-    image = axes.imshow(table, origin="lower", aspect="auto", cmap="viridis", vmin=vmin, vmax=1)
-    for row, col in itertools.product(range(len(y_values)), range(len(x_values))):
-      text = "x" if crossed[row, col] else f"{table[row, col]:.2f}"
-      axes.text(col, row, text, ha="center", va="center", fontsize=7,
-                color="red" if crossed[row, col] else _label_color(table[row, col], vmin))
-    axes.set_xticks(range(len(x_values)), [f"{x:.2g}" for x in x_values], rotation=45)
-    axes.set_yticks(range(len(y_values)), [f"{y:.4g}" for y in y_values])
-  else:
-    ok = ~diverged
-    image = axes.scatter(xs[ok], ys[ok], c=accuracy[ok], cmap="viridis", vmin=vmin, vmax=1, s=40)
-    axes.scatter(xs[~ok], ys[~ok], marker="x", color="red", label="diverged")
-    axes.set_xscale("log")
-    if (~ok).any():
-      axes.legend(loc="best")
-  figure.colorbar(image, ax=axes, label="test accuracy (mean over seeds)")
-  axes.set_xlabel(x_name)
-  axes.set_ylabel(y_name)
-  axes.set_title(title)
-  figure.tight_layout()
-  figure.savefig(path, dpi=120)
-  plt.close(figure)
-  return True
-
-
-def plot_sensitivity(path: Path, records: Sequence[Mapping[str, Any]], title: str) -> None:
-  """Test accuracy against learning rate, one line per optimizer.
-
-  Where an optimizer sweeps more than the learning rate (RMSprop's decay, say), each point is
-  the best trial at that learning rate by validation accuracy, so the line shows the
-  learning-rate sensitivity with the other hyperparameters tuned. Random searches, whose
-  learning rates do not repeat, are drawn as points. Diverged trials are plotted at zero
-  accuracy with a cross.
-  """
-  figure, axes = plt.subplots(figsize=(8.5, 5))
-  names = list(dict.fromkeys(r["optimizer"] for r in records))
-  for index, name in enumerate(names):
-    color = f"C{index}"
-    rows = [r for r in records if r["optimizer"] == name]
-    by_rate: dict[float, list[Mapping[str, Any]]] = {}
-    for r in rows:
-      by_rate.setdefault(float(r["hparams"]["learning_rate"]), []).append(r)
-    rates = sorted(by_rate)
-    chosen = []
-    for rate in rates:
-      finite = [r for r in by_rate[rate] if not r["diverged"]]
-      chosen.append(max(finite, key=lambda r: r["validation_accuracy"]) if finite else None)
-    accuracy = np.array([c["test_accuracy"] if c else np.nan for c in chosen])
-    # A grid gives a curve; random learning rates do not repeat, so they are drawn as points.
-    style = "o" if rows[0].get("search") == "random" else "o-"
-    axes.plot(rates, accuracy, style, color=color, label=name, markersize=4)
-    failed = [rate for rate, c in zip(rates, chosen, strict=True) if c is None]
-    axes.plot(failed, np.zeros(len(failed)), "x", color=color, markersize=8)
-  axes.set_xscale("log")
-  axes.set_ylim(0, 1.02)
-  axes.set_xlabel("learning rate")
-  axes.set_ylabel("test accuracy (mean over seeds)")
-  axes.set_title(title)
-  axes.grid(True, which="both", alpha=0.3)
-  # Beside the axes: inside, it covered the low-accuracy ends of the curves.
-  axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-  figure.tight_layout()
-  figure.savefig(path, dpi=120)
-  plt.close(figure)
-
-
-# ----------------------------------------------------------------------------------------------
 # The whole sweep.
 
 
@@ -874,8 +450,7 @@ def run_sweep(
   seeds = [config.seed + index for index in range(config.num_seeds)]
   trial_randomness = config.trial_randomness
   selection_metric = "validation_accuracy"
-  # A uniform prediction has loss ln(num_classes); far above it the run has blown up.
-  loss_limit = config.divergence_factor * math.log(dataset.num_classes)
+  loss_limit = divergence_loss_limit(config.divergence_factor, dataset.num_classes)
 
   plans = {name: optimizer_trials(name, entry, config.seed)
            for name, entry in config.optimizers.items()}
@@ -918,8 +493,8 @@ def run_sweep(
       )
       modes["python_loop"] = loop_timing
     timing[name] = {mode: dataclasses.asdict(value) for mode, value in modes.items()}
-    search = "grid" if "grid" in config.optimizers[name] else "random"
-    trials = trial_records(name, swept, fixed, metrics, loss_limit, search,
+    trials = trial_records(name, swept, fixed, metrics, loss_limit,
+                           search_kind(config.optimizers[name]),
                            sequential_metrics if sequential else None)
     records.extend(trials)
     best[name] = best_trial(trials, selection_metric)
@@ -939,7 +514,7 @@ def run_sweep(
 
   summary: dict[str, Any] = {
       "name": config.name,
-      "config": _plain(config),
+      "config": to_plain(config),
       "hardware": hardware_lib.summary_line(),
       "seeds": seeds,
       "trial_randomness": trial_randomness,

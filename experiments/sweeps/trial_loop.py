@@ -1,23 +1,15 @@
-"""A sequential learning-rate sweep for CNNs on a CPU, selected on a validation split.
+"""A sequential sweep for CNNs on a CPU: one
+:func:`experiments.classification.train.train_and_evaluate` per trial, on the training set minus
+a stratified validation split.
 
-:mod:`experiments.sweeps.sweep` trains every trial inside one vmapped ``lax.scan`` program, which is
-the fast layout for MLPs and accelerators; on XLA's CPU backend convolutions inside a scan, or
-vmapped over trials (grouped convolutions), run several times slower (see docs/experiments.md,
-"Input pipeline"). This sweep trains one trial after another with
-:func:`experiments.classification.train.train_and_evaluate` and the config's own layout (for a CPU
-CNN: one
-compiled step per batch), on the training set minus a stratified validation split, and scores
-each trial by its validation accuracy after the last epoch (mean over seeds). The test set is
-not loaded into the choice at all.
-
-The config is a comparison config (``base``, e.g. configs/classification/fashion_mnist_cnn_cpu.py)
-plus the
-sweep fields: ``num_epochs`` and ``num_seeds`` of the sweep, ``validation_fraction``, ``seed``
-and ``optimizers`` with a ``grid`` (and ``fixed`` values) per optimizer, as in
-:mod:`experiments.sweeps.sweep`. ``runs/<name>/sweep.json`` holds every trial and ``best`` per
-optimizer in the form :func:`experiments.classification.train.load_tuned_hparams` reads, so a
-comparison
-config's ``tuned_from`` can point at it.
+:mod:`experiments.sweeps.sweep` trains every trial in one vmapped program; on XLA's CPU backend
+convolutions run several times slower that way (docs/experiments.md, "Input pipeline"), so
+this sweep trains one trial after another with the config's own layout. The config is a
+comparison config plus the sweep fields of :mod:`experiments.sweeps.sweep` (``optimizers``,
+``validation_fraction``, ...). Trials are recorded and the best one chosen by validation
+accuracy (mean over seeds, after the last epoch) with :mod:`experiments.sweeps.selection`, as
+in the vmapped sweep; the test set is never evaluated. ``sweep.json``'s ``best`` entries feed
+a comparison config's ``tuned_from``.
 
   python -m experiments.sweeps.trial_loop --config configs/sweeps/sweep_fashion_cnn.py
 """
@@ -25,7 +17,6 @@ config's ``tuned_from`` can point at it.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -39,15 +30,19 @@ from experiments.classification import data as data_lib
 from experiments.classification import train
 from experiments.common import cli
 from experiments.common import hardware as hardware_lib
-from experiments.sweeps import sweep
+from experiments.sweeps import selection
+from experiments.sweeps.search_space import optimizer_trials, search_kind
+from experiments.sweeps.validation_split import stratified_split
+
+SELECTION_METRIC = "validation_accuracy"
 
 
 def validation_dataset(dataset: data_lib.Dataset, fraction: float, seed: int) -> data_lib.Dataset:
   """``dataset`` with its test split replaced by a stratified ``fraction`` of the training set
-  (:func:`experiments.sweeps.sweep.stratified_split`, the split the vmapped sweep holds out)."""
+  (:func:`~experiments.sweeps.validation_split.stratified_split`, as the vmapped sweep)."""
   if not 0.0 < fraction < 1.0:
     raise ValueError(f"validation_fraction must be in (0, 1); got {fraction}.")
-  train_images, train_labels, validation_images, validation_labels = sweep.stratified_split(
+  train_images, train_labels, validation_images, validation_labels = stratified_split(
       dataset, fraction, seed
   )
   return data_lib.Dataset(dataset.name, train_images, train_labels, validation_images,
@@ -60,11 +55,13 @@ def run_sweep_loop(config: ml_collections.ConfigDict, workdir: str | Path) -> di
   workdir = Path(workdir)
   dataset = train.load_config_dataset(config)
   held_out = validation_dataset(dataset, config.validation_fraction, config.seed)
+  loss_limit = selection.divergence_loss_limit(config.divergence_factor, dataset.num_classes)
   records: list[dict[str, Any]] = []
   best: dict[str, Any] = {}
   with tempfile.TemporaryDirectory() as scratch:
     for name, entry in config.optimizers.items():
-      swept, fixed = sweep.optimizer_trials(name, entry, config.seed)
+      swept, fixed = optimizer_trials(name, entry, config.seed)
+      results, seconds = [], []
       for trial in range(len(next(iter(swept.values())))):
         hparams = {**fixed, **{key: float(values[trial]) for key, values in swept.items()}}
         run_config = ml_collections.ConfigDict(config.to_dict())
@@ -73,35 +70,36 @@ def run_sweep_loop(config: ml_collections.ConfigDict, workdir: str | Path) -> di
         run_config.optimizers = ml_collections.ConfigDict({name: hparams})
         train.check_config(run_config)
         tick = time.perf_counter()
-        result = train.train_and_evaluate(run_config, Path(scratch) / name, dataset=held_out)
-        final_loss = result.train_loss[:, -1]
-        diverged = bool(not np.all(np.isfinite(result.train_loss))
-                        or np.any(final_loss > config.divergence_factor
-                                  * math.log(dataset.num_classes)))
-        accuracy = result.test_accuracy[:, -1]  # The validation split, see held_out.
-        record = {
-            "optimizer": name,
-            "hparams": hparams,
-            "validation_accuracy": float(np.mean(accuracy)),
-            "validation_accuracy_per_seed": [float(value) for value in accuracy],
-            "validation_accuracy_per_epoch": [float(v) for v in result.test_accuracy.mean(0)],
-            "train_loss": float(np.mean(final_loss)),
-            "test_accuracy": None,  # Not evaluated: the choice must not see the test set.
-            "diverged": diverged,
-            "wall_time_s": time.perf_counter() - tick,
-        }
-        records.append(record)
-        print(f"{name} {hparams}: validation accuracy {record['validation_accuracy']:.4f} "
-              f"({record['wall_time_s']:.0f} s)", flush=True)
-      candidates = [r for r in records if r["optimizer"] == name and not r["diverged"]]
-      best[name] = (max(candidates, key=lambda r: r["validation_accuracy"])
-                    if candidates else None)
+        results.append(train.train_and_evaluate(run_config, Path(scratch) / name,
+                                                dataset=held_out))
+        seconds.append(time.perf_counter() - tick)
+        print(f"{name} {hparams}: validation accuracy "
+              f"{np.mean(results[-1].test_accuracy[:, -1]):.4f} ({seconds[-1]:.0f} s)", flush=True)
+      # Arrays (trials, seeds[, epochs]); train_and_evaluate's test split is the held-out one.
+      metrics = {
+          "epoch_train_loss": np.stack([result.train_loss for result in results]),
+          "validation_loss": np.stack([result.test_loss[:, -1] for result in results]),
+          "validation_accuracy": np.stack([result.test_accuracy[:, -1] for result in results]),
+      }
+      trials = selection.trial_records(name, swept, fixed, metrics, loss_limit, search_kind(entry))
+      for record, result, wall_time in zip(trials, results, seconds, strict=True):
+        record["validation_accuracy_per_epoch"] = [
+            float(value) for value in result.test_accuracy.mean(0)
+        ]
+        record["final_epoch_train_loss"] = selection.finite_or_none(
+            np.mean(result.train_loss[:, -1])
+        )
+        record["wall_time_s"] = wall_time
+      records.extend(trials)
+      best[name] = selection.best_trial(trials, SELECTION_METRIC)
   summary = {
       "name": config.name,
       "method": "sequential grid, train.train_and_evaluate per trial",
       "selection": f"validation accuracy after {config.num_epochs} epoch(s), mean over "
                    f"{config.num_seeds} seed(s), on a stratified {config.validation_fraction:.0%}"
                    " of the training set",
+      "selection_metric": SELECTION_METRIC,
+      "divergence_loss_limit": loss_limit,
       "num_train": int(held_out.train_images.shape[0]),
       "num_validation": int(held_out.test_images.shape[0]),
       "model": config.model,

@@ -179,6 +179,9 @@ def test_sequential_sweep_chooses_on_validation_and_feeds_tuned_from(tmp_path):
   assert summary["best"]["sgd"]["hparams"]["learning_rate"] == 0.1
   assert max(r["validation_accuracy"] for r in sgd) == summary["best"]["sgd"]["validation_accuracy"]
   assert all(r["test_accuracy"] is None for r in summary["trials"])
+  # The records and the choice of the vmapped sweep (experiments.sweeps.selection).
+  assert [r["trial"] for r in sgd] == [0, 1]
+  assert summary["best"]["sgd"]["selected_by"] == "validation_accuracy"
   assert train.load_tuned_hparams(tmp_path / "sweep.json", "rmsprop")["decay"] in (0.9, 0.99)
 
 

@@ -1,4 +1,4 @@
-"""Tests of the vmapped hyperparameter sweep (experiments/sweeps/sweep.py) on a tiny sweep.
+"""Tests of the vmapped hyperparameter sweep (experiments/sweeps/) on a tiny sweep.
 
 One tiny sweep (digits subset, 16-unit MLP, 2 epochs, 2 seeds, two optimizers, one of them with
 a learning rate that blows up) runs once per module with ``sequential=True``; the tests read its
@@ -18,7 +18,7 @@ import pytest
 
 from experiments.classification import data as data_lib
 from experiments.classification import train
-from experiments.sweeps import sweep
+from experiments.sweeps import report, search_space, selection, sweep, validation_split
 
 DIVERGING_LEARNING_RATE = 1e30
 
@@ -80,14 +80,14 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, object]:
 
 
 def test_grid_is_the_cartesian_product_first_name_slowest():
-  trials = sweep.grid_trials({"learning_rate": [0.1, 0.01], "decay": [0.9, 0.99, 0.999]})
+  trials = search_space.grid_trials({"learning_rate": [0.1, 0.01], "decay": [0.9, 0.99, 0.999]})
   np.testing.assert_array_equal(trials["learning_rate"], [0.1] * 3 + [0.01] * 3)
   np.testing.assert_array_equal(trials["decay"], [0.9, 0.99, 0.999] * 2)
 
 
 def test_random_trials_follow_their_distributions_and_seed():
   space = {"learning_rate": ("log_uniform", 1e-5, 1e-1), "decay": ("uniform", 0.5, 0.999)}
-  trials = sweep.random_trials(space, 4000, seed=3)
+  trials = search_space.random_trials(space, 4000, seed=3)
   rates, decays = trials["learning_rate"], trials["decay"]
   assert rates.min() >= 1e-5 and rates.max() <= 1e-1
   assert decays.min() >= 0.5 and decays.max() <= 0.999
@@ -95,9 +95,9 @@ def test_random_trials_follow_their_distributions_and_seed():
   counts = np.histogram(np.log10(rates), bins=[-5, -4, -3, -2, -1])[0]
   np.testing.assert_allclose(counts / len(rates), 0.25, atol=0.03)
   assert abs(decays.mean() - 0.7495) < 0.01
-  again = sweep.random_trials(space, 4000, seed=3)
+  again = search_space.random_trials(space, 4000, seed=3)
   np.testing.assert_array_equal(again["learning_rate"], rates)
-  assert not np.array_equal(sweep.random_trials(space, 4000, seed=4)["decay"], decays)
+  assert not np.array_equal(search_space.random_trials(space, 4000, seed=4)["decay"], decays)
 
 
 @pytest.mark.parametrize(
@@ -122,7 +122,7 @@ def test_random_trials_follow_their_distributions_and_seed():
 )
 def test_bad_search_spaces_are_rejected_with_the_argument_named(name, entry, message):
   with pytest.raises(ValueError, match=message):
-    sweep.optimizer_trials(name, entry, seed=0)
+    search_space.optimizer_trials(name, entry, seed=0)
 
 
 def test_chunks_have_one_shape_and_the_last_is_padded_with_a_real_trial():
@@ -152,7 +152,7 @@ def test_bad_sweep_config_is_rejected_before_training(tmp_path):
 def test_one_compilation_serves_every_chunk():
   """Different hyperparameter values in every chunk: one trace, one cache entry."""
   dataset = tiny_dataset()
-  data = sweep.split_validation(dataset, 0.25)
+  data = validation_split.split_validation(dataset, 0.25)
   setup = sweep.TrainingSetup(
       spec=train.ModelSpec.create("mlp", dataset.image_shape, 10, {"hidden_sizes": (8,)}),
       optimizer="rmsprop", fixed=(), batch_size=40, num_epochs=1,
@@ -174,7 +174,7 @@ def test_one_compilation_serves_every_chunk():
 def test_vmapped_trial_equals_the_same_trial_trained_alone():
   """A trial in a chunk (next to a blowing-up one) matches jit(trial) run on its own."""
   dataset = tiny_dataset()
-  data = sweep.split_validation(dataset, 0.25)
+  data = validation_split.split_validation(dataset, 0.25)
   setup = sweep.TrainingSetup(
       spec=train.ModelSpec.create("mlp", dataset.image_shape, 10, {"hidden_sizes": (8,)}),
       optimizer="rmsprop", fixed=(("momentum", 0.5),), batch_size=40, num_epochs=2,
@@ -184,7 +184,7 @@ def test_vmapped_trial_equals_the_same_trial_trained_alone():
            "decay": np.array([0.9, 0.9, 0.99])}
   keys = sweep.seed_keys([5, 6])
   together, _ = sweep.run_vmapped(trial_fn, swept, keys, data, chunk_size=3)
-  assert sweep.diverged_runs(together, 23.0)[1].all()
+  assert selection.diverged_runs(together, 23.0)[1].all()
   alone = jax.jit(trial_fn)
   for trial in (0, 2):
     for seed in range(2):
@@ -254,7 +254,7 @@ def test_divergent_trial_is_flagged_and_poisons_nothing(tiny_sweep):
 def test_vmapped_results_equal_sequential_and_python_loop_runs(tiny_sweep):
   summary, _ = tiny_sweep
   for name, agreement in summary["vmapped_vs_sequential_max_abs_diff"].items():
-    for metric in sweep.RUN_METRICS:
+    for metric in selection.RUN_METRICS:
       assert agreement[metric] < 1e-5, (name, metric, agreement[metric])
   for name, checks in summary["python_loop_vs_vmapped"].items():
     for check in checks:
@@ -297,7 +297,24 @@ def test_best_trial_feeds_the_tuned_comparison(tiny_sweep):
 
 def test_best_trial_is_none_when_every_trial_diverged():
   records = [{"trial": 0, "diverged": True, "validation_accuracy": 0.1, "validation_loss": None}]
-  assert sweep.best_trial(records, "validation_accuracy") is None
+  assert selection.best_trial(records, "validation_accuracy") is None
+
+
+def test_records_of_a_sweep_that_measured_only_the_validation_split():
+  """The sequential CNN sweep (trial_loop) records per-epoch training losses and the validation
+  split only: the rest is None, and the loss limit applies to the last epoch's training loss."""
+  swept = {"learning_rate": np.array([0.1, 0.2, 0.3])}
+  metrics = {
+      "epoch_train_loss": np.array([[[2.0, 0.5]], [[2.0, 30.0]], [[2.0, np.nan]]]),
+      "validation_loss": np.array([[0.4], [0.3], [0.2]]),
+      "validation_accuracy": np.array([[0.8], [0.9], [0.95]]),
+  }
+  records = selection.trial_records("sgd", swept, {}, metrics, loss_limit=23.0)
+  assert [r["diverged"] for r in records] == [False, True, True]
+  assert records[0]["test_accuracy"] is None and records[0]["train_loss_per_seed"] is None
+  assert records[0]["validation_accuracy_per_seed"] == [0.8]
+  best = selection.best_trial(records, "validation_accuracy")
+  assert best is not None and best["trial"] == 0 and best["hparams"] == {"learning_rate": 0.1}
 
 
 def test_plots_of_a_random_search(tmp_path):
@@ -310,11 +327,11 @@ def test_plots_of_a_random_search(tmp_path):
         "hparams": {"learning_rate": rate, "decay": decay},
         "test_accuracy": None if rate > 0.3 else 1 - rate, "validation_accuracy": 1 - rate,
     })
-  assert sweep.plot_heatmap(tmp_path / "heatmap.png", records, "learning_rate", "decay", "t")
-  sweep.plot_sensitivity(tmp_path / "sensitivity.png", records, "t")
+  assert report.plot_heatmap(tmp_path / "heatmap.png", records, "learning_rate", "decay", "t")
+  report.plot_sensitivity(tmp_path / "sensitivity.png", records, "t")
   assert (tmp_path / "heatmap.png").stat().st_size > 0
   assert (tmp_path / "sensitivity.png").stat().st_size > 0
-  assert not sweep.plot_heatmap(tmp_path / "none.png", records, "learning_rate", "eps", "t")
+  assert not report.plot_heatmap(tmp_path / "none.png", records, "learning_rate", "eps", "t")
 
 
 def test_run_keys_shared_or_drawn_per_trial():
