@@ -133,7 +133,7 @@ def test_cpu_configs_are_complete(name):
 
   from experiments.classification import train
 
-  config = importlib.import_module(f"configs.{name}").get_config()
+  config = importlib.import_module(f"configs.classification.{name}").get_config()
   assert config.name == name and config.dataset == "fashion_mnist"
   assert set(config.optimizers) == set(train.OPTIMIZERS) and config.num_seeds >= 3
   if name.endswith("_tuned"):
