@@ -28,7 +28,8 @@ def test_layout_names_every_package_and_only_existing_ones():
   """The README's Layout block: each folder it names exists, and each job package is named."""
   block = re.search(r"## Layout\n\n```text\n(.*?)```", README.read_text(), flags=re.S)
   assert block, "README has no Layout block"
-  named = {line.split()[0].rstrip("/") for line in block.group(1).splitlines() if line.strip()}
+  named = {line.split()[0].rstrip("/") for line in block.group(1).splitlines()
+           if line.strip() and not line.startswith(" ")}
   repo = README.parent
   for folder in named:
     if "<" not in folder:
