@@ -19,6 +19,7 @@ Run: ``python -m experiments.studies.adding_problem --config configs/studies/add
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -28,9 +29,7 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from tqdm import tqdm
 
-from experiments.common import hardware as hardware_lib
 from experiments.studies import common
 
 TRIVIAL_MSE = 2.0 / 12.0  # predicting 1 for a sum of two independent U[0, 1] values
@@ -151,6 +150,17 @@ def make_train_functions(
   return batched_chunk, batched_eval
 
 
+def initial_state(config: ml_collections.ConfigDict, optimizer: optax.GradientTransformation,
+                  seed: int) -> tuple[nnx.GraphDef, dict[str, Any]]:
+  """Seed ``seed``'s model (parameters and the rest), optimizer state and batch key."""
+  graphdef, params, rest = cast(  # two filters: exactly three parts
+      tuple[nnx.GraphDef, nnx.State, nnx.State],
+      nnx.split(build_model(config, seed), nnx.Param, ...),
+  )
+  return graphdef, {"params": params, "rest": rest, "opt_state": optimizer.init(params),
+                    "key": jax.random.key(seed)}
+
+
 def run_optimizer(
     config: ml_collections.ConfigDict, spec: Mapping[str, Any], sequence_length: int,
     description: str,
@@ -161,40 +171,22 @@ def run_optimizer(
   number, so every optimizer sees the same initialisations and the same data stream.
   """
   optimizer = common.make_optimizer(spec)
-  seeds = [config.seed + offset for offset in range(config.num_seeds)]
-  graphdef, states = None, []
-  for seed in seeds:
-    graphdef, params, rest = cast(  # two filters: exactly three parts
-        tuple[nnx.GraphDef, nnx.State, nnx.State],
-        nnx.split(build_model(config, seed), nnx.Param, ...),
-    )
-    states.append({
-        "params": params, "rest": rest, "opt_state": optimizer.init(params),
-        "key": jax.random.key(seed),
-    })
-  state = common.stack_trees(states)
-  assert graphdef is not None  # stack_trees has just needed at least one seed
+  graphdef, state = common.init_seed_states(
+      common.seed_list(config), functools.partial(initial_state, config, optimizer))
   train_chunk, eval_step = make_train_functions(config, graphdef, optimizer, sequence_length)
   eval_inputs, eval_targets = adding_problem_batch(
       jax.random.key(config.eval_seed), config.eval_size, sequence_length
   )
-
-  eval_steps, eval_mse = [0], [eval_step(state, eval_inputs, eval_targets)]
-  losses, grad_norms = [], []
-  with tqdm(total=config.num_steps, desc=description, leave=False) as progress:
-    for size in common.chunk_sizes(config.num_steps, config.eval_every):
-      state, metrics = train_chunk(state, size)
-      losses.append(metrics["loss"])
-      grad_norms.append(metrics["grad_norm"])
-      eval_steps.append(eval_steps[-1] + size)
-      eval_mse.append(eval_step(state, eval_inputs, eval_targets))
-      progress.update(size)
-      progress.set_postfix(mse=f"{float(jnp.mean(eval_mse[-1])):.4f}")
+  run = common.train_in_chunks(
+      train_chunk, state, common.chunk_sizes(config.num_steps, config.eval_every), description,
+      evaluate=lambda state: eval_step(state, eval_inputs, eval_targets),
+      postfix=lambda mse: {"mse": f"{float(np.mean(mse)):.4f}"},
+  )
   return {
-      "eval_steps": np.asarray(eval_steps),
-      "eval_mse": np.stack([np.asarray(value) for value in eval_mse], axis=1),
-      "train_loss": np.concatenate([np.asarray(value) for value in losses], axis=1),
-      "grad_norm": np.concatenate([np.asarray(value) for value in grad_norms], axis=1),
+      "eval_steps": run.steps,
+      "eval_mse": np.stack(run.evaluations, axis=1),
+      "train_loss": run.outputs["loss"],
+      "grad_norm": run.outputs["grad_norm"],
   }
 
 
@@ -305,14 +297,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           common.format_mean_std(numbers["grad_norm_max"]),
       ])
   plots = make_plots(config, results, workdir)
-  wall_time = stopwatch.seconds()
   summary = {
-      "study": "adding_problem",
-      "config": config,
-      "hardware": hardware_lib.describe(),
-      "wall_time_s": wall_time,
-      "cpu_time_s": stopwatch.cpu_seconds(),
-      "seeds": [config.seed + offset for offset in range(config.num_seeds)],
+      **common.run_record("adding_problem", config, stopwatch),
       "optimizers": optimizers,
       "plots": plots,
       "curves": {
@@ -326,19 +312,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   header = ["T", "optimizer", "final MSE", "best MSE", "seeds < " + str(config.success_mse),
             "steps to MSE < " + str(config.success_mse), "grad norm, first 10%",
             "grad norm, last 10%", "max grad norm"]
-  spec_rows = [[name, common.describe_optimizer(spec)] for name, spec in config.optimizers.items()]
   markdown = "\n\n".join([
       f"# Adding problem: {config.cell.upper()} with {config.hidden_size} units",
-      f"{config.num_seeds} seeds (tables: mean ± std; plots: mean, min-max range shaded)"
-      f", {config.num_steps} steps of batch "
+      f"{common.seeds_note(config.num_seeds)}, {config.num_steps} steps of batch "
       f"{config.batch_size}, evaluation on {config.eval_size} fixed sequences every "
       f"{config.eval_every} steps; trivial MSE {TRIVIAL_MSE:.3f}. Steps to success average the "
-      f"seeds that reached it. Wall time {wall_time:.0f} s (CPU time "
-      f"{summary['cpu_time_s']:.0f} s) on "
-      f"{summary['hardware']['cpu_count']} CPU cores ({jax.default_backend()}).",
+      f"seeds that reached it. {common.timing_note(summary)}",
       common.markdown_table(header, rows),
-      common.markdown_table(["name", "optimizer"], spec_rows),
-      "\n".join(f"![{plot}]({plot})" for plot in plots),
+      common.optimizer_table(config.optimizers),
+      common.plot_links(plots),
   ])
   common.write_outputs(workdir, summary, markdown)
   return summary

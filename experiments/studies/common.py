@@ -1,13 +1,17 @@
-"""Pieces the three studies share: optimizers from configs, seed stacking, outputs, entry point.
+"""Pieces the three studies share: optimizers from configs, seed stacking, the chunked training
+loop, outputs, entry point.
 
 Every study compares optimizers over several seeds. One training run is a pure function of a
 random key, so the seeds of one optimizer are trained together by ``jax.vmap`` inside a single
 compiled program; the steps are a ``jax.lax.scan`` cut into chunks so that a progress bar can
-advance and evaluations can run between chunks.
+advance and evaluations can run between chunks. A study's ``run_optimizer`` builds the seeds'
+states with :func:`init_seed_states` and trains them with :func:`train_in_chunks`; its own code
+is the data, the model, the chunk function and the metrics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,9 +25,12 @@ import matplotlib
 import ml_collections
 import numpy as np
 import optax
+from flax import nnx
+from tqdm import tqdm
 
 from experiments.classification import train
 from experiments.common import cli
+from experiments.common import hardware as hardware_lib
 from experiments.common.serialization import to_jsonable
 
 matplotlib.use("Agg")
@@ -121,6 +128,91 @@ def chunk_sizes(num_steps: int, chunk: int) -> list[int]:
   return sizes
 
 
+def seed_list(config: ml_collections.ConfigDict) -> list[int]:
+  """The run's seeds: ``config.num_seeds`` consecutive integers from ``config.seed``."""
+  return [config.seed + offset for offset in range(config.num_seeds)]
+
+
+def init_seed_states(
+    seeds: Sequence[int], init_seed: Callable[[int], tuple[nnx.GraphDef, dict[str, Any]]],
+) -> tuple[nnx.GraphDef, dict[str, Any]]:
+  """Builds each seed's training state with ``init_seed`` and stacks them along a seed axis.
+
+  Returns the model's graph definition (the same for every seed) and the stacked state.
+  """
+  if not seeds:
+    raise ValueError("seeds is empty: nothing to train.")
+  built = [init_seed(seed) for seed in seeds]
+  return built[0][0], stack_trees([state for _, state in built])
+
+
+def to_numpy(tree: Any) -> Any:
+  """``tree`` with every leaf converted to a NumPy array."""
+  return jax.tree.map(np.asarray, tree)
+
+
+@dataclasses.dataclass
+class ChunkedRun:
+  """The result of :func:`train_in_chunks`; every array has the seed axis first.
+
+  Attributes:
+    state: the seed-stacked state after the last chunk.
+    steps: the step count before the first chunk (0) and after each chunk.
+    outputs: ``train_chunk``'s per-step outputs, concatenated over chunks along axis 1.
+    evaluations: ``evaluate``'s results (NumPy pytrees) at ``steps``; empty without ``evaluate``.
+  """
+
+  state: Any
+  steps: np.ndarray
+  outputs: Any
+  evaluations: list[Any]
+
+
+def train_in_chunks(
+    train_chunk: Callable[[Any, Any], tuple[Any, Any]],
+    state: Any,
+    sizes: Sequence[int],
+    description: str,
+    *,
+    chunk_argument: Callable[[int, int], Any] | None = None,
+    evaluate: Callable[[Any], Any] | None = None,
+    postfix: Callable[[Any], Mapping[str, str]] | None = None,
+) -> ChunkedRun:
+  """Runs ``train_chunk`` once per entry of ``sizes`` behind a tqdm bar and collects its outputs.
+
+  Args:
+    train_chunk: ``(state, argument) -> (state, per-step outputs)``, a study's jitted,
+      seed-vmapped ``jax.lax.scan``.
+    state: the seed-stacked initial state.
+    sizes: the chunks' numbers of steps, e.g. from :func:`chunk_sizes`.
+    description: the progress bar's label.
+    chunk_argument: ``(first step, size) -> argument`` of ``train_chunk``; the size by default.
+    evaluate: ``state -> metrics``, run before the first chunk and after each one.
+    postfix: ``latest metrics -> {name: text}`` shown on the progress bar.
+
+  Returns:
+    The final state, the evaluation steps, the concatenated outputs and the evaluations.
+  """
+  if not sizes:
+    raise ValueError("sizes is empty: nothing to train.")
+  steps, outputs = [0], []
+  evaluations = [] if evaluate is None else [to_numpy(evaluate(state))]
+  with tqdm(total=sum(sizes), desc=description, leave=False) as progress:
+    for size in sizes:
+      argument = size if chunk_argument is None else chunk_argument(steps[-1], size)
+      state, chunk_outputs = train_chunk(state, argument)
+      outputs.append(to_numpy(chunk_outputs))
+      steps.append(steps[-1] + size)
+      if evaluate is not None:
+        evaluations.append(to_numpy(evaluate(state)))
+      progress.update(size)
+      if postfix is not None and evaluations:
+        progress.set_postfix(**postfix(evaluations[-1]))
+  concatenated = jax.tree.map(lambda *parts: np.concatenate(parts, axis=1), *outputs)
+  return ChunkedRun(state=state, steps=np.asarray(steps), outputs=concatenated,
+                    evaluations=evaluations)
+
+
 def mean_std(values: Any) -> dict[str, float]:
   """Mean and (population) standard deviation over seeds, as floats for JSON."""
   array = np.asarray(values, dtype=np.float64)
@@ -147,6 +239,42 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
   return "\n".join(lines)
+
+
+def run_record(study: str, config: ml_collections.ConfigDict, stopwatch: Stopwatch
+               ) -> dict[str, Any]:
+  """The keys every summary.json starts with: study, config, hardware, times and seeds."""
+  wall_time = stopwatch.seconds()
+  return {
+      "study": study,
+      "config": config,
+      "hardware": hardware_lib.describe(),
+      "wall_time_s": wall_time,
+      "cpu_time_s": stopwatch.cpu_seconds(),
+      "seeds": seed_list(config),
+  }
+
+
+def seeds_note(num_seeds: int) -> str:
+  """The summaries' note on how seeds are aggregated in tables and plots."""
+  return f"{num_seeds} seeds (tables: mean ± std; plots: mean, min-max range shaded)"
+
+
+def timing_note(summary: Mapping[str, Any]) -> str:
+  """The summaries' sentence on wall time, CPU time and the machine, from a :func:`run_record`."""
+  return (f"Wall time {summary['wall_time_s']:.0f} s (CPU time {summary['cpu_time_s']:.0f} s) "
+          f"on {summary['hardware']['cpu_count']} CPU cores ({jax.default_backend()}).")
+
+
+def optimizer_table(optimizers: Mapping[str, Mapping[str, Any]]) -> str:
+  """A Markdown table of the optimizers' names and specs."""
+  return markdown_table(["name", "optimizer"],
+                        [[name, describe_optimizer(spec)] for name, spec in optimizers.items()])
+
+
+def plot_links(plots: Sequence[str]) -> str:
+  """Markdown image links to the plots, one a line."""
+  return "\n".join(f"![{plot}]({plot})" for plot in plots)
 
 
 def write_outputs(workdir: str, summary: Mapping[str, Any], markdown: str) -> None:

@@ -11,6 +11,7 @@ Run: ``python -m experiments.studies.nonstationary --config configs/studies/nons
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,9 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from tqdm import tqdm
 
-from experiments.common import hardware as hardware_lib
 from experiments.studies import common
 
 Teacher = dict[str, jax.Array]
@@ -146,6 +145,22 @@ def make_train_chunk(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef,
   return jax.jit(jax.vmap(train_chunk, in_axes=(0, None)))
 
 
+def initial_state(config: ml_collections.ConfigDict, optimizer: optax.GradientTransformation,
+                  seed: int) -> tuple[nnx.GraphDef, dict[str, Any]]:
+  """Seed ``seed``'s student, optimizer state, probe set, first teacher and data key."""
+  graphdef, params = nnx.split(
+      Student(config.input_dim, config.student_hidden_size, rngs=nnx.Rngs(seed)))
+  scales = input_scales(config.input_dim, config.input_scale_range)
+  teacher_key, data_key, probe_key = jax.random.split(jax.random.key(seed + 1_000_003), 3)
+  return graphdef, {
+      "params": params, "opt_state": optimizer.init(params),
+      "probe": jax.random.normal(probe_key, (config.probe_size, config.input_dim)) * scales,
+      "teacher": sample_teacher(teacher_key, config.input_dim, config.teacher_hidden_size,
+                                config.output_scale_range),
+      "key": data_key,
+  }
+
+
 def run_optimizer(config: ml_collections.ConfigDict, spec: Mapping[str, Any],
                   description: str) -> dict[str, np.ndarray]:
   """Runs one optimizer on ``config.num_seeds`` seeds; returns per-step curves [seeds, steps].
@@ -154,36 +169,16 @@ def run_optimizer(config: ml_collections.ConfigDict, spec: Mapping[str, Any],
   optimizers face the same sequence of teachers and batches.
   """
   optimizer = common.make_optimizer(spec)
-  scales = input_scales(config.input_dim, config.input_scale_range)
-  states, graphdef = [], None
-  for offset in range(config.num_seeds):
-    seed = config.seed + offset
-    graphdef, params = nnx.split(
-        Student(config.input_dim, config.student_hidden_size, rngs=nnx.Rngs(seed)))
-    teacher_key, data_key, probe_key = jax.random.split(jax.random.key(seed + 1_000_003), 3)
-    states.append({
-        "params": params, "opt_state": optimizer.init(params),
-        "probe": jax.random.normal(probe_key, (config.probe_size, config.input_dim)) * scales,
-        "teacher": sample_teacher(teacher_key, config.input_dim, config.teacher_hidden_size,
-                                  config.output_scale_range),
-        "key": data_key,
-    })
-  state = common.stack_trees(states)
-  assert graphdef is not None  # stack_trees has just needed at least one seed
+  graphdef, state = common.init_seed_states(
+      common.seed_list(config), functools.partial(initial_state, config, optimizer))
   train_chunk = make_train_chunk(config, graphdef, optimizer)
-  num_steps = config.num_segments * config.segment_length
-  curves: dict[str, list[np.ndarray]] = {"tracking_error": [], "normalized_error": []}
-  start = 0
-  with tqdm(total=num_steps, desc=description, leave=False) as progress:
-    # One chunk per segment: the chunk length is fixed, so the program compiles once.
-    for _ in range(config.num_segments):
-      steps = jnp.arange(start, start + config.segment_length)
-      state, metrics = train_chunk(state, steps)
-      for name in curves:
-        curves[name].append(np.asarray(metrics[name]))
-      start += config.segment_length
-      progress.update(config.segment_length)
-  return {name: np.concatenate(parts, axis=1) for name, parts in curves.items()}
+  # One chunk per segment: the chunk length is fixed, so the program compiles once.
+  sizes = common.chunk_sizes(config.num_segments * config.segment_length, config.segment_length)
+  run = common.train_in_chunks(
+      train_chunk, state, sizes, description,
+      chunk_argument=lambda start, size: jnp.arange(start, start + size),
+  )
+  return dict(run.outputs)
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -326,14 +321,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
              for name, spec in config.optimizers.items()}
   summaries = {name: summarize_run(curves, config) for name, curves in results.items()}
   plots = make_plots(config, results, summaries, workdir)
-  wall_time = stopwatch.seconds()
   summary = {
-      "study": "nonstationary",
-      "config": config,
-      "hardware": hardware_lib.describe(),
-      "wall_time_s": wall_time,
-      "cpu_time_s": stopwatch.cpu_seconds(),
-      "seeds": [config.seed + offset for offset in range(config.num_seeds)],
+      **common.run_record("nonstationary", config, stopwatch),
       "optimizers": {name: {"spec": config.optimizers[name].to_dict(), **numbers}
                      for name, numbers in summaries.items()},
       "plots": plots,
@@ -349,20 +338,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
            common.format_mean_std(numbers["recovery_steps"]),
            f"{numbers['fraction_recovered']:.0%}"]
           for name, numbers in summaries.items()]
-  spec_rows = [[name, common.describe_optimizer(spec)] for name, spec in config.optimizers.items()]
   markdown = "\n\n".join([
       "# Non-stationary regression: tracking a drifting, jumping teacher",
-      f"{config.num_seeds} seeds (tables: mean ± std; plots: mean, min-max range shaded)"
-      f"; {config.num_segments} segments of "
+      f"{common.seeds_note(config.num_seeds)}; {config.num_segments} segments of "
       f"{config.segment_length} steps, batch {config.batch_size}, drift {config.drift} per "
       f"step, output scale log-uniform in [1/{config.output_scale_range}, "
       f"{config.output_scale_range}]. Per-jump numbers leave out the first segment. Recovery "
-      f"times that never happen count as {config.segment_length}. Wall time {wall_time:.0f} s "
-      f"(CPU time {summary['cpu_time_s']:.0f} s) on {summary['hardware']['cpu_count']} CPU "
-      f"cores ({jax.default_backend()}).",
+      f"times that never happen count as {config.segment_length}. "
+      f"{common.timing_note(summary)}",
       common.markdown_table(header, rows),
-      common.markdown_table(["name", "optimizer"], spec_rows),
-      "\n".join(f"![{plot}]({plot})" for plot in plots),
+      common.optimizer_table(config.optimizers),
+      common.plot_links(plots),
   ])
   common.write_outputs(workdir, summary, markdown)
   return summary

@@ -10,6 +10,7 @@ Run: ``python -m experiments.studies.sparse_features --config configs/studies/sp
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,9 +21,7 @@ import numpy as np
 import optax
 from flax import nnx
 from sklearn import metrics as sklearn_metrics
-from tqdm import tqdm
 
-from experiments.common import hardware as hardware_lib
 from experiments.studies import common
 
 BUCKET_NAMES = ("head", "torso", "tail")
@@ -138,6 +137,17 @@ def evaluation_sets(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.A
   return test_bags, tail_bags
 
 
+def initial_state(config: ml_collections.ConfigDict, optimizer: optax.GradientTransformation,
+                  seed: int) -> tuple[nnx.GraphDef, dict[str, Any]]:
+  """Seed ``seed``'s classifier, optimizer state, teacher weights and data key."""
+  graphdef, params = nnx.split(
+      BagClassifier(config.num_features, config.embedding_dim, rngs=nnx.Rngs(seed)))
+  teacher_key, data_key = jax.random.split(jax.random.key(seed + 1_000_003))
+  return graphdef, {"params": params, "opt_state": optimizer.init(params),
+                    "teacher": jax.random.normal(teacher_key, (config.num_features,)),
+                    "key": data_key}
+
+
 def run_optimizer(config: ml_collections.ConfigDict, spec: Mapping[str, Any], description: str
                   ) -> dict[str, Any]:
   """Trains ``config.num_seeds`` seeds with one optimizer; curves have shape [seeds, evals].
@@ -146,36 +156,20 @@ def run_optimizer(config: ml_collections.ConfigDict, spec: Mapping[str, Any], de
   optimizer learns the same task from the same start.
   """
   optimizer = common.make_optimizer(spec)
-  states, graphdef = [], None
-  for offset in range(config.num_seeds):
-    seed = config.seed + offset
-    graphdef, params = nnx.split(
-        BagClassifier(config.num_features, config.embedding_dim, rngs=nnx.Rngs(seed)))
-    teacher_key, data_key = jax.random.split(jax.random.key(seed + 1_000_003))
-    states.append({"params": params, "opt_state": optimizer.init(params),
-                   "teacher": jax.random.normal(teacher_key, (config.num_features,)),
-                   "key": data_key})
-  state = common.stack_trees(states)
-  assert graphdef is not None  # stack_trees has just needed at least one seed
+  graphdef, state = common.init_seed_states(
+      common.seed_list(config), functools.partial(initial_state, config, optimizer))
   train_chunk, evaluate = make_functions(config, graphdef, optimizer)
   test_bags, tail_bags = evaluation_sets(config)
-
+  run = common.train_in_chunks(
+      train_chunk, state, common.chunk_sizes(config.num_steps, config.eval_every), description,
+      evaluate=lambda state: evaluate(state, test_bags, tail_bags),
+      postfix=lambda metrics: {"acc": f"{float(np.mean(metrics['test_accuracy'])):.3f}"},
+  )
   curve_names = ("test_loss", "test_accuracy", "tail_accuracy", "sign_agreement")
-  evaluations = [evaluate(state, test_bags, tail_bags)]
-  steps, train_losses = [0], []
-  with tqdm(total=config.num_steps, desc=description, leave=False) as progress:
-    for size in common.chunk_sizes(config.num_steps, config.eval_every):
-      state, losses = train_chunk(state, size)
-      train_losses.append(np.asarray(losses))
-      evaluations.append(evaluate(state, test_bags, tail_bags))
-      steps.append(steps[-1] + size)
-      progress.update(size)
-      progress.set_postfix(acc=f"{float(jnp.mean(evaluations[-1]['test_accuracy'])):.3f}")
-  curves = {name: np.stack([np.asarray(result[name]) for result in evaluations], axis=1)
+  curves = {name: np.stack([metrics[name] for metrics in run.evaluations], axis=1)
             for name in curve_names}
-  final = {name: np.asarray(value) for name, value in evaluations[-1].items()}
-  return {"steps": np.asarray(steps), "train_loss": np.concatenate(train_losses, axis=1),
-          **curves, "final": final, "teacher": np.asarray(state["teacher"])}
+  return {"steps": run.steps, "train_loss": run.outputs, **curves,
+          "final": run.evaluations[-1], "teacher": np.asarray(run.state["teacher"])}
 
 
 def rare_row_movement(spec: Mapping[str, Any], gaps: Sequence[int], num_periods: int
@@ -269,7 +263,8 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[str, Mapping[
     axis.set_xlabel("step")
     axis.set_ylabel(label)
   axes[0].set_yscale("log")
-  axes[2].legend(fontsize=7, ncol=2)
+  # In the accuracy panel's empty lower right: in the tail panel it would cover the top curves.
+  axes[1].legend(fontsize=8, ncol=2, loc="lower right")
   curves_plot = common.save_figure(figure, workdir, "sparse_curves.png")
 
   figure, axes = common.plt.subplots(1, 3, figsize=(16, 4), sharey=True)
@@ -322,15 +317,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
               for name, spec in config.optimizers.items()}
   summaries = {name: summarize_run(config, result) for name, result in results.items()}
   plots = make_plots(config, results, movement, workdir)
-  wall_time = stopwatch.seconds()
   visits = expected_visits(config)
   summary = {
-      "study": "sparse_features",
-      "config": config,
-      "hardware": hardware_lib.describe(),
-      "wall_time_s": wall_time,
-      "cpu_time_s": stopwatch.cpu_seconds(),
-      "seeds": [config.seed + offset for offset in range(config.num_seeds)],
+      **common.run_record("sparse_features", config, stopwatch),
       "expected_examples_per_row": visits,
       "optimizers": {
           name: {"spec": config.optimizers[name].to_dict(), **numbers,
@@ -359,25 +348,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   movement_rows = [[name] + [f"{value:.3g}" for value in moves]
                    for name, moves in movement.items()]
   bounds = bucket_bounds(config.num_features, config.bucket_edges)
-  spec_rows = [[name, common.describe_optimizer(spec)] for name, spec in config.optimizers.items()]
   markdown = "\n\n".join([
       "# Sparse gradients: an embedding table over Zipf-distributed features",
-      f"{config.num_seeds} seeds (tables: mean ± std; plots: mean, min-max range shaded)"
-      f"; {config.num_features} features, Zipf exponent "
+      f"{common.seeds_note(config.num_seeds)}; {config.num_features} features, Zipf exponent "
       f"{config.zipf_exponent}, bags of {config.bag_size}, batch {config.batch_size}, "
       f"{config.num_steps} steps, embedding dimension {config.embedding_dim}. Buckets by id: "
       + ", ".join(f"{name} [{low}, {high}) ≈{visits[name]:.3g} examples per row"
                   for name, (low, high) in zip(BUCKET_NAMES, bounds, strict=True))
-      + f". Wall time {wall_time:.0f} s (CPU time "
-      f"{summary['cpu_time_s']:.0f} s) on {summary['hardware']['cpu_count']} CPU cores "
-      f"({jax.default_backend()}).",
+      + f". {common.timing_note(summary)}",
       common.markdown_table(header, rows),
       "## How well each frequency bucket was learned",
       common.markdown_table(bucket_header, bucket_rows),
       "## Movement of a row per gradient it receives, in learning rates",
       common.markdown_table(movement_header, movement_rows),
-      common.markdown_table(["name", "optimizer"], spec_rows),
-      "\n".join(f"![{plot}]({plot})" for plot in plots),
+      common.optimizer_table(config.optimizers),
+      common.plot_links(plots),
   ])
   common.write_outputs(workdir, summary, markdown)
   return summary

@@ -83,6 +83,54 @@ def test_first_step_below_and_chunk_sizes() -> None:
     common.chunk_sizes(10, 0)
 
 
+# --------------------------------------------------------------------------- shared skeleton
+
+
+def test_init_seed_states_stacks_each_seeds_state() -> None:
+  def init_seed(seed: int) -> tuple[Any, dict[str, Any]]:
+    return "graphdef", {"params": jnp.full(2, float(seed)), "key": jax.random.key(seed)}
+
+  graphdef, state = common.init_seed_states([3, 4, 5], init_seed)
+  assert graphdef == "graphdef"
+  np.testing.assert_array_equal(state["params"], [[3.0, 3.0], [4.0, 4.0], [5.0, 5.0]])
+  assert state["key"].shape == (3,)
+  with pytest.raises(ValueError, match="seeds"):
+    common.init_seed_states([], init_seed)
+
+
+def test_train_in_chunks_collects_outputs_and_evaluations_per_chunk() -> None:
+  # Two seeds; every step adds 1 to the state and outputs the new state.
+  def train_chunk(state: jax.Array, num_steps: int) -> tuple[jax.Array, dict[str, jax.Array]]:
+    outputs = state[:, None] + jnp.arange(1, num_steps + 1)
+    return outputs[:, -1], {"value": outputs}
+
+  run = common.train_in_chunks(train_chunk, jnp.array([0.0, 10.0]), [3, 3, 1], "test",
+                               evaluate=lambda state: 2 * state,
+                               postfix=lambda value: {"v": f"{float(np.mean(value)):.1f}"})
+  np.testing.assert_array_equal(run.steps, [0, 3, 6, 7])
+  np.testing.assert_array_equal(run.outputs["value"],
+                                [np.arange(1.0, 8.0), np.arange(11.0, 18.0)])
+  np.testing.assert_array_equal(np.stack(run.evaluations, axis=1),
+                                [[0.0, 6.0, 12.0, 14.0], [20.0, 26.0, 32.0, 34.0]])
+  np.testing.assert_array_equal(run.state, [7.0, 17.0])
+
+
+def test_train_in_chunks_passes_the_chunk_argument_and_may_skip_evaluation() -> None:
+  arguments = []
+
+  def train_chunk(state: jax.Array, steps: jax.Array) -> tuple[jax.Array, jax.Array]:
+    arguments.append(np.asarray(steps))
+    return state, jnp.broadcast_to(steps, (2, steps.shape[0]))
+
+  run = common.train_in_chunks(train_chunk, jnp.zeros(2), [2, 2], "test",
+                               chunk_argument=lambda start, size: jnp.arange(start, start + size))
+  np.testing.assert_array_equal(np.concatenate(arguments), [0, 1, 2, 3])
+  np.testing.assert_array_equal(run.outputs, [[0, 1, 2, 3]] * 2)
+  assert run.evaluations == []
+  with pytest.raises(ValueError, match="sizes"):
+    common.train_in_chunks(train_chunk, jnp.zeros(2), [], "test")
+
+
 # --------------------------------------------------------------------------- adding problem
 
 
