@@ -8,6 +8,8 @@ takes hours for this config.
 
 import ml_collections
 
+from configs.classification import framework_defaults
+
 
 def get_config() -> ml_collections.ConfigDict:
   """The CIFAR-10 comparison."""
@@ -43,15 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.vmap_seeds = True
 
   config.optimizer = "rmsprop"
-  config.optimizers = ml_collections.ConfigDict({
-      # 0.1 for plain SGD and 0.05 with momentum 0.9 on a batch-normalised CNN: the ResNet
-      # recipe's 0.1 (He et al., 2016) halved for the smaller batch and no weight decay.
-      "sgd": {"learning_rate": 0.1},
-      "momentum": {"learning_rate": 0.05, "momentum": 0.9},
-      # Kingma & Ba (2015) defaults.
-      "adam": {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8},
-      # Hinton's decay 0.9 and Keras's default rate 1e-3.
-      "rmsprop": {"learning_rate": 1e-3, "decay": 0.9, "eps": 1e-8},
-  })
+  config.optimizers = framework_defaults.optimizers()
+  # 0.05 with momentum 0.9 on a batch-normalised CNN: the ResNet recipe's 0.1 (He et al., 2016)
+  # halved for the smaller batch and no weight decay.
+  config.optimizers.momentum.learning_rate = 0.05
   config.tuned_from = ""
   return config

@@ -6,6 +6,8 @@ split), the small CNN, batch 64 (22 steps per epoch), 3 seeds per optimizer.
 
 import ml_collections
 
+from configs.classification import framework_defaults
+
 
 def get_config() -> ml_collections.ConfigDict:
   """The digits comparison."""
@@ -41,21 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # The optimizer train.py trains when run alone; compare.py runs every one in `optimizers`.
   config.optimizer = "rmsprop"
-  # Per-optimizer hyperparameters. Each optimizer gets its framework's customary default, the
-  # value most practitioners would try first; none was tuned on the test set. A sweep result
-  # overrides them: set tuned_from to the path of a sweep.json (see
-  # experiments/classification/train.py).
-  config.optimizers = ml_collections.ConfigDict({
-      # Plain SGD: 0.1 is the usual starting rate for SGD on normalised inputs (e.g. the
-      # Flax MNIST example uses 0.1 with momentum; without momentum 0.1 is the common choice).
-      "sgd": {"learning_rate": 0.1},
-      # Heavy-ball momentum 0.9 with 0.01 (Sutskever et al., 2013; PyTorch's MNIST and
-      # ResNet recipes).
-      "momentum": {"learning_rate": 0.01, "momentum": 0.9},
-      # Kingma & Ba (2015), Algorithm 1 defaults: lr 1e-3, b1 0.9, b2 0.999, eps 1e-8.
-      "adam": {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8},
-      # Hinton's lecture 6e: decay 0.9; lr 1e-3 is Keras's default and TF's tutorials' value.
-      "rmsprop": {"learning_rate": 1e-3, "decay": 0.9, "eps": 1e-8},
-  })
+  # Each optimizer's framework default; tuned_from swaps in a sweep's picks.
+  config.optimizers = framework_defaults.optimizers()
   config.tuned_from = ""
   return config

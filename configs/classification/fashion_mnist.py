@@ -10,6 +10,8 @@ configs/classification/fashion_mnist_mlp.py and configs/classification/fashion_m
 
 import ml_collections
 
+from configs.classification import framework_defaults
+
 
 def get_config() -> ml_collections.ConfigDict:
   """The Fashion-MNIST comparison."""
@@ -45,13 +47,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.vmap_seeds = True
 
   config.optimizer = "rmsprop"
-  # Framework defaults, as for digits (see configs/classification/digits.py for the sources); not
-  # tuned here.
-  config.optimizers = ml_collections.ConfigDict({
-      "sgd": {"learning_rate": 0.1},
-      "momentum": {"learning_rate": 0.01, "momentum": 0.9},
-      "adam": {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8},
-      "rmsprop": {"learning_rate": 1e-3, "decay": 0.9, "eps": 1e-8},
-  })
+  config.optimizers = framework_defaults.optimizers()
   config.tuned_from = ""
   return config

@@ -17,6 +17,8 @@ DeepOBS's exact network on an accelerator: --config.model_kwargs.channels='(32, 
 
 import ml_collections
 
+from configs.classification import framework_defaults
+
 
 def get_config() -> ml_collections.ConfigDict:
   """The CPU-sized Fashion-MNIST CNN comparison."""
@@ -45,11 +47,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.vmap_seeds = False
 
   config.optimizer = "rmsprop"
-  config.optimizers = ml_collections.ConfigDict({
-      "sgd": {"learning_rate": 0.1},
-      "momentum": {"learning_rate": 0.01, "momentum": 0.9},
-      "adam": {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8},
-      "rmsprop": {"learning_rate": 1e-3, "decay": 0.9, "eps": 1e-8},
-  })
+  config.optimizers = framework_defaults.optimizers()
   config.tuned_from = ""
   return config

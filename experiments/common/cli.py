@@ -86,7 +86,8 @@ def check_config_file(value: str) -> None:
   """
   path, _, argument = value.partition(":")
   if not Path(path).is_file():
-    configs = sorted(str(p) for p in Path("configs").rglob("*.py") if p.name != "__init__.py")
+    configs = sorted(str(p) for p in Path("configs").rglob("*.py")
+                     if "def get_config" in p.read_text())
     raise ConfigError(
         f"--config={value}: no such file. The configs are: {', '.join(configs) or 'configs/*.py'}."
     )
