@@ -43,6 +43,7 @@ from experiments.classification import data as data_lib
 from experiments.classification import metrics, plots, train
 from experiments.common import cli, data_order
 from experiments.common import hardware as hardware_lib
+from experiments.common import optimizers as optimizer_lib
 
 PLOTS = ("learning_curves.png", "per_class.png", "confusion_rmsprop.png")
 
@@ -93,7 +94,7 @@ def run_comparison(
     config: a config from ``configs/``.
     workdir: output folder; default ``runs/<config.name>``.
     optimizers: names to run, in order; default every key of ``config.optimizers`` in the
-      order of :data:`experiments.classification.train.OPTIMIZERS`.
+      order of :data:`experiments.common.optimizers.OPTIMIZERS`.
     progress: show a tqdm bar (one tick per optimizer and epoch).
 
   Returns:
@@ -102,7 +103,7 @@ def run_comparison(
   train.check_config(config)
   workdir = Path(workdir) if workdir else Path("runs") / config.name
   names = list(optimizers) if optimizers else [
-      name for name in train.OPTIMIZERS if name in config.optimizers
+      name for name in optimizer_lib.OPTIMIZERS if name in config.optimizers
   ]
   unknown = [name for name in names if name not in config.optimizers]
   if unknown or not names:

@@ -12,9 +12,9 @@ Interface (static arguments first, so ``functools.partial`` binds them):
   model; ``graphdef = model_graphdef(spec)`` builds its structure without allocating weights,
   and ``params, model_state = init_variables(spec, key)`` its variables (vmap over keys for
   several seeds).
-* ``optimizer = make_optimizer(name, hparams, schedule=..., total_steps=...)`` — ``sgd``,
-  ``momentum`` and ``adam`` from optax, ``rmsprop`` from :func:`rmsprop_jax.rmsprop`. Every
-  numeric hyperparameter may be a Python number, an array or a tracer.
+* ``optimizer = optimizer_lib.make_optimizer(name, hparams, schedule=..., total_steps=...)``
+  (:mod:`experiments.common.optimizers`) — every numeric hyperparameter may be a Python number,
+  an array or a tracer.
 * ``state = init_train_state(spec, optimizer, key)`` — a fresh :class:`TrainState`.
 * ``state, metrics = train_step(graphdef, optimizer, state, batch, rng)`` — one step of
   softmax cross-entropy on ``batch = (images, labels)``; ``rng`` drives dropout.
@@ -37,7 +37,7 @@ Several seeds in one program::
 Several hyperparameter values in one program (the optimizer is built from traced values)::
 
     def run(hparams, key):
-      optimizer = make_optimizer("rmsprop", hparams)
+      optimizer = optimizer_lib.make_optimizer("rmsprop", hparams)
       state = init_train_state(spec, optimizer, key)
       return train_epoch(graphdef, optimizer, state, images, labels, key, batch_size=64)
     jax.jit(jax.vmap(run))({"learning_rate": jnp.logspace(-4, -2, 8)}, keys)
@@ -65,37 +65,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-import rmsprop_jax
 from experiments.classification import data as data_lib
 from experiments.classification import models
 from experiments.common import cli, data_order
-from rmsprop_jax import hyperparameters as rmsprop_hyperparameters
-
-OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
-
-# Hyperparameters each optimizer accepts, with the default used when a config leaves one out.
-# ``learning_rate`` has no default: every config must state it.
-OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sgd": {},
-    "momentum": {"momentum": 0.9, "nesterov": False},
-    "adam": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
-    "rmsprop": {
-        "decay": 0.9,
-        "eps": 1e-8,
-        "eps_in_sqrt": False,
-        "initial_scale": 0.0,
-        "centered": False,
-        "momentum": None,
-        "nesterov": False,
-        "bias_correction": False,
-        "weight_decay": 0.0,
-    },
-}
-
+from experiments.common import optimizers as optimizer_lib
 
 # ----------------------------------------------------------------------------------------------
-# Model and optimizer construction.
+# Model construction.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,101 +129,6 @@ def init_variables(spec: ModelSpec, key: jax.Array) -> tuple[nnx.State, nnx.Stat
   """``(params, model_state)`` of a freshly initialised model; vmap over ``key`` for seeds."""
   _, params, model_state = split_params(spec.build(key))
   return params, model_state
-
-
-def make_optimizer(
-    name: str,
-    hparams: Mapping[str, Any],
-    *,
-    schedule: str = "constant",
-    total_steps: int | None = None,
-    warmup_fraction: float = 0.05,
-) -> optax.GradientTransformation:
-  """Builds one of the compared optimizers from its hyperparameters.
-
-  ``sgd`` is ``optax.sgd``; ``momentum`` is ``optax.sgd`` with heavy-ball (or Nesterov)
-  momentum; ``adam`` is ``optax.adam``; ``rmsprop`` is :func:`rmsprop_jax.rmsprop`. Numeric
-  hyperparameters may be arrays or tracers (vmapped sweeps); booleans must be Python values.
-
-  Args:
-    name: one of :data:`OPTIMIZERS`.
-    hparams: ``learning_rate`` (required) and any of the optimizer's keys in
-      :data:`OPTIMIZER_DEFAULTS`; missing keys take those defaults.
-    schedule: ``constant``; ``cosine`` (decay to 0 over ``total_steps``, Loshchilov & Hutter,
-      2017); or ``warmup_cosine`` (linear warm-up over ``warmup_fraction`` of the steps, then
-      cosine decay).
-    total_steps: number of training steps; required by the decaying schedules.
-    warmup_fraction: share of ``total_steps`` spent warming up, for ``warmup_cosine``.
-
-  Returns:
-    The optax ``GradientTransformation``.
-  """
-  if name not in OPTIMIZERS:
-    raise ValueError(f"optimizer name must be one of {OPTIMIZERS}; got {name!r}.")
-  unknown = set(hparams) - {"learning_rate"} - set(OPTIMIZER_DEFAULTS[name])
-  if unknown:
-    raise ValueError(
-        f"hparams for {name!r} has unknown keys {sorted(unknown)}; allowed: learning_rate, "
-        f"{', '.join(OPTIMIZER_DEFAULTS[name]) or '(nothing else)'}."
-    )
-  if "learning_rate" not in hparams:
-    raise ValueError(f"hparams for {name!r} must contain learning_rate.")
-  values = {**OPTIMIZER_DEFAULTS[name], **hparams}
-  if name != "rmsprop":  # rmsprop_jax.rmsprop checks its own arguments.
-    check_baseline_hparams(name, values)
-  learning_rate = _schedule(values.pop("learning_rate"), schedule, total_steps, warmup_fraction)
-  if name == "sgd":
-    return optax.sgd(learning_rate)
-  if name == "momentum":
-    return optax.sgd(learning_rate, momentum=values["momentum"], nesterov=values["nesterov"])
-  if name == "adam":
-    return optax.adam(learning_rate, b1=values["b1"], b2=values["b2"], eps=values["eps"])
-  return rmsprop_jax.rmsprop(learning_rate, **values)
-
-
-# Valid ranges of the baselines' hyperparameters: (minimum, maximum, maximum included).
-_BASELINE_RANGES = {
-    "learning_rate": (0.0, math.inf, True),
-    "momentum": (0.0, 1.0, False),
-    "b1": (0.0, 1.0, False),
-    "b2": (0.0, 1.0, False),
-    "eps": (0.0, math.inf, True),
-}
-
-
-def check_baseline_hparams(name: str, values: Mapping[str, Any]) -> None:
-  """Raises ``ValueError`` naming ``optimizers.<name>.<key>`` for an out-of-range value.
-
-  optax validates none of these, so ``learning_rate=-1`` would train to a NaN loss silently.
-  Tracers (vmapped sweeps) are checked for shape only.
-  """
-  for key, value in values.items():
-    if key == "nesterov":
-      if not isinstance(value, bool):
-        raise TypeError(f"optimizers.{name}.nesterov must be True or False; got {value!r}.")
-      continue
-    minimum, maximum, include_maximum = _BASELINE_RANGES[key]
-    rmsprop_hyperparameters.check_scalar(
-        f"optimizers.{name}.{key}", value, minimum=minimum, maximum=maximum,
-        include_maximum=include_maximum,
-    )
-
-
-def _schedule(
-    learning_rate: Any, schedule: str, total_steps: int | None, warmup_fraction: float
-) -> Any:
-  if schedule == "constant":
-    return learning_rate
-  if schedule not in SCHEDULES:
-    raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}.")
-  if total_steps is None or total_steps < 1:
-    raise ValueError(f"schedule={schedule!r} needs total_steps >= 1; got {total_steps}.")
-  if schedule == "cosine":
-    return optax.cosine_decay_schedule(learning_rate, total_steps)
-  warmup_steps = max(1, int(warmup_fraction * total_steps))
-  return optax.warmup_cosine_decay_schedule(
-      0.0, learning_rate, warmup_steps, max(total_steps, warmup_steps + 1)
-  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,8 +349,8 @@ def load_tuned_hparams(path: str | Path, name: str) -> dict[str, Any]:
   The file is JSON with a ``best`` mapping from optimizer name to an entry, as written by
   ``experiments/sweeps/sweep.py`` and ``trial_loop.py``. An entry is either the hyperparameters
   themselves or an object holding them under ``hparams`` (or ``hyperparameters``) beside other
-  fields such as the score; only keys :func:`make_optimizer` accepts for ``name`` are taken. An
-  optimizer the sweep did not cover keeps the config's values (an empty result).
+  fields such as the score; only keys :func:`.optimizers.make_optimizer` accepts for ``name``
+  are taken. An optimizer the sweep did not cover keeps the config's values (an empty result).
   """
   path = Path(path)
   if not path.is_file():
@@ -488,7 +369,7 @@ def load_tuned_hparams(path: str | Path, name: str) -> dict[str, Any]:
     if isinstance(entry.get(nested), dict):
       entry = entry[nested]
       break
-  allowed = {"learning_rate", *OPTIMIZER_DEFAULTS[name]}
+  allowed = {"learning_rate", *optimizer_lib.OPTIMIZER_DEFAULTS[name]}
   tuned = {key: value for key, value in entry.items() if key in allowed}
   if "learning_rate" not in tuned:
     raise ValueError(f"tuned_from={str(path)!r}: best[{name!r}] holds no learning_rate.")
@@ -531,25 +412,26 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.epoch_loop not in EPOCH_LOOPS:
     fail(f"config.epoch_loop must be one of {EPOCH_LOOPS}; got {config.epoch_loop!r}.")
   schedule = config.lr_schedule
-  if schedule not in SCHEDULES:
-    fail(f"config.lr_schedule must be one of {SCHEDULES}; got {schedule!r}.")
+  if schedule not in optimizer_lib.SCHEDULES:
+    fail(f"config.lr_schedule must be one of {optimizer_lib.SCHEDULES}; got {schedule!r}.")
   if not 0.0 < config.target_accuracy <= 1.0:
     fail(f"config.target_accuracy must be in (0, 1]; got {config.target_accuracy!r}.")
-  unknown = sorted(set(config.optimizers) - set(OPTIMIZERS))
+  unknown = sorted(set(config.optimizers) - set(optimizer_lib.OPTIMIZERS))
   if unknown:
     fail(f"config.optimizers has unknown optimizer(s) {unknown}; the known ones are "
-         f"{OPTIMIZERS}.")
+         f"{optimizer_lib.OPTIMIZERS}.")
   if not config.optimizers:
-    fail(f"config.optimizers is empty; name at least one of {OPTIMIZERS}.")
-  if config.optimizer not in OPTIMIZERS:
-    fail(f"config.optimizer={config.optimizer!r} is not one of {OPTIMIZERS}.")
+    fail(f"config.optimizers is empty; name at least one of {optimizer_lib.OPTIMIZERS}.")
+  if config.optimizer not in optimizer_lib.OPTIMIZERS:
+    fail(f"config.optimizer={config.optimizer!r} is not one of {optimizer_lib.OPTIMIZERS}.")
   tuned_from = config.tuned_from
   if tuned_from and not Path(tuned_from).is_file():
     fail(f"config.tuned_from={tuned_from!r}: no such file. It is written by the sweep: run "
          f"`make sweep` (or python -m experiments.sweeps.sweep --config <a sweep config>) first.")
   for name in config.optimizers:
     try:
-      make_optimizer(name, resolve_hparams(config, name), schedule=schedule, total_steps=1000)
+      optimizer_lib.make_optimizer(name, resolve_hparams(config, name), schedule=schedule,
+                                total_steps=1000)
     except (TypeError, ValueError) as error:
       text = str(error)
       fail(text if text.startswith("optimizers.") else f"config.optimizers.{name}: {text}")
@@ -749,7 +631,7 @@ def train_and_evaluate(
   graphdef = model_graphdef(spec)
   hparams = resolve_hparams(config, config.optimizer)
   steps_per_epoch = dataset.train_images.shape[0] // config.batch_size
-  optimizer = make_optimizer(
+  optimizer = optimizer_lib.make_optimizer(
       config.optimizer, hparams, schedule=config.lr_schedule,
       total_steps=steps_per_epoch * config.num_epochs,
   )

@@ -35,6 +35,7 @@ from benchmarks.hlo import count_collectives
 from experiments.classification import data as data_lib
 from experiments.classification import train
 from experiments.common import cli, data_order, serialization
+from experiments.common import optimizers as optimizer_lib
 from experiments.distributed import checkpointing, sharding
 from experiments.distributed import multihost as distributed_lib
 
@@ -255,7 +256,7 @@ def train_and_evaluate(
     raise ValueError(f"config.batch_size must be in [1, {num_examples}]; got {config.batch_size}.")
   steps_per_epoch = num_examples // config.batch_size
   total_steps = steps_per_epoch * config.num_epochs
-  optimizer = train.make_optimizer(
+  optimizer = optimizer_lib.make_optimizer(
       name, hparams, schedule=config.lr_schedule, total_steps=total_steps
   )
 

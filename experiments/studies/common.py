@@ -28,22 +28,22 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from experiments.classification import train
 from experiments.common import cli
 from experiments.common import hardware as hardware_lib
+from experiments.common import optimizers as optimizer_lib
 from experiments.common.serialization import to_jsonable
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after matplotlib.use: the backend must be chosen first
 
-OPTIMIZER_KINDS = train.OPTIMIZERS
+OPTIMIZER_KINDS = optimizer_lib.OPTIMIZERS
 
 # Keys every summary.json carries, whatever the study; tests check them.
 SUMMARY_KEYS = ("study", "config", "hardware", "wall_time_s", "seeds", "optimizers", "plots")
 
 
 def make_optimizer(spec: Mapping[str, Any]) -> optax.GradientTransformation:
-  """Builds the optimizer a study's config entry describes, with :func:`train.make_optimizer`.
+  """Builds the optimizer a study's config entry describes (:func:`.optimizers.make_optimizer`).
 
   ``spec["kind"]`` names the optimizer (one of :data:`OPTIMIZER_KINDS`); an optional
   ``clip_norm`` clips the global gradient norm first; every other key is a hyperparameter of
@@ -60,7 +60,7 @@ def make_optimizer(spec: Mapping[str, Any]) -> optax.GradientTransformation:
   if kind not in OPTIMIZER_KINDS:
     raise ValueError(f"spec['kind'] must be one of {OPTIMIZER_KINDS}, got {kind!r}.")
   clip_norm = hparams.pop("clip_norm", None)
-  optimizer = train.make_optimizer(kind, hparams)
+  optimizer = optimizer_lib.make_optimizer(kind, hparams)
   if clip_norm is not None:
     if not clip_norm > 0:
       raise ValueError(f"spec['clip_norm'] must be positive or None, got {clip_norm!r}.")

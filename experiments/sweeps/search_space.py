@@ -10,7 +10,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from experiments.classification import train
+from experiments.common import optimizers as optimizer_lib
 
 DISTRIBUTIONS = ("log_uniform", "uniform")
 
@@ -79,11 +79,13 @@ def optimizer_trials(
   ``entry`` is a config's ``optimizers[name]``: ``fixed`` (values every trial shares, booleans
   included), and either ``grid`` (value lists, see :func:`grid_trials`) or ``random`` with
   ``num_trials`` (see :func:`random_trials`). Every name must be a hyperparameter that
-  :func:`experiments.classification.train.make_optimizer` accepts for ``name``; a swept name must be
+  :func:`experiments.common.optimizers.make_optimizer` accepts for ``name``; a swept name must be
   numeric.
   """
-  if name not in train.OPTIMIZERS:
-    raise ValueError(f"optimizers has an unknown optimizer {name!r}; known: {train.OPTIMIZERS}.")
+  if name not in optimizer_lib.OPTIMIZERS:
+    raise ValueError(
+        f"optimizers has an unknown optimizer {name!r}; known: {optimizer_lib.OPTIMIZERS}."
+    )
   entry = to_plain(entry)
   unknown_keys = set(entry) - {"fixed", "grid", "random", "num_trials"}
   if unknown_keys:
@@ -97,9 +99,9 @@ def optimizer_trials(
       raise ValueError(f"optimizers[{name!r}] uses random search and needs num_trials.")
     # Offset the seed by the optimizer so that two optimizers do not draw the same numbers.
     swept = random_trials(entry["random"], int(entry["num_trials"]),
-                          seed + train.OPTIMIZERS.index(name))
+                          seed + optimizer_lib.OPTIMIZERS.index(name))
   fixed = dict(entry.get("fixed", {}))
-  allowed = {"learning_rate", *train.OPTIMIZER_DEFAULTS[name]}
+  allowed = {"learning_rate", *optimizer_lib.OPTIMIZER_DEFAULTS[name]}
   for source, names in (("grid/random", swept), ("fixed", fixed)):
     unknown = set(names) - allowed
     if unknown:

@@ -34,6 +34,7 @@ from experiments.classification import data as data_lib
 from experiments.classification import train
 from experiments.common import cli, data_order
 from experiments.common import hardware as hardware_lib
+from experiments.common import optimizers as optimizer_lib
 from experiments.common.serialization import to_jsonable
 from experiments.sweeps.report import plot_heatmap, plot_sensitivity, write_markdown
 from experiments.sweeps.search_space import optimizer_trials, search_kind, to_plain
@@ -118,7 +119,7 @@ def make_trial_fn(
     if trace_counter is not None:  # Python side effect: runs at trace time only.
       trace_counter[setup.optimizer] = trace_counter.get(setup.optimizer, 0) + 1
     total_steps = setup.steps_per_epoch(data.train_images.shape[0]) * setup.num_epochs
-    optimizer = train.make_optimizer(
+    optimizer = optimizer_lib.make_optimizer(
         setup.optimizer, {**fixed, **hparams}, schedule=setup.schedule, total_steps=total_steps
     )
     init_key, data_key = data_order.seed_keys(key)
@@ -326,7 +327,7 @@ def run_python_loop(
   total_steps = setup.steps_per_epoch(num_train) * setup.num_epochs
 
   def optimizer_for(values: Mapping[str, jax.Array]) -> Any:
-    return train.make_optimizer(
+    return optimizer_lib.make_optimizer(
         setup.optimizer, {**fixed, **values}, schedule=setup.schedule, total_steps=total_steps
     )
 

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from experiments.classification import train
+from experiments.common import optimizers as optimizer_lib
 from experiments.distributed import checkpointing
 from experiments.distributed import train as train_distributed
 from experiments.distributed.checkpointing import (
@@ -161,7 +162,7 @@ def test_trainer_takes_the_steps_of_train_py(runs: dict[str, Any]) -> None:
   config = resume_config()
   dataset = train.load_config_dataset(config)
   spec = train.model_spec(config, dataset)
-  optimizer = train.make_optimizer(
+  optimizer = optimizer_lib.make_optimizer(
       "rmsprop", dict(config.optimizers.rmsprop), total_steps=TOTAL_STEPS
   )
   init_key, data_key = jax.random.split(jax.random.key(config.seed))

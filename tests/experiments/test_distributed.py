@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.classification import train
+from experiments.common import optimizers as optimizer_lib
 from experiments.distributed import checkpointing, sharding
 from experiments.distributed import multihost as distributed
 from experiments.distributed import train as train_distributed
@@ -148,7 +148,7 @@ def test_two_process_checkpoint_restores_in_one_process(two_processes: dict[str,
   # single-device layout, with the data position of the end of the epoch.
   config = two_processes["config"]
   reference = two_processes["reference"]
-  optimizer = train.make_optimizer("rmsprop", dict(config.optimizers.rmsprop))
+  optimizer = optimizer_lib.make_optimizer("rmsprop", dict(config.optimizers.rmsprop))
   mesh = sharding.make_mesh({"data": 1, "model": 1}, jax.devices()[:1])
   abstract = jax.eval_shape(lambda: reference.state)
   shardings = sharding.train_state_shardings(optimizer, abstract, mesh)

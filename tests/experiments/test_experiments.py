@@ -17,6 +17,7 @@ from flax import nnx
 
 from configs.classification import cifar10, digits, fashion_mnist
 from experiments.classification import compare, data, metrics, models, train
+from experiments.common import optimizers as optimizer_lib
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -108,10 +109,10 @@ def test_summary_markdown_names_every_optimizer_and_plot(comparison):
 # Optimizers.
 
 
-@pytest.mark.parametrize("name", train.OPTIMIZERS)
+@pytest.mark.parametrize("name", optimizer_lib.OPTIMIZERS)
 def test_make_optimizer_builds_each_optimizer(name):
   params = {"w": jnp.ones(3)}
-  optimizer = train.make_optimizer(name, {"learning_rate": 0.1})
+  optimizer = optimizer_lib.make_optimizer(name, {"learning_rate": 0.1})
   updates, _ = optimizer.update({"w": jnp.ones(3)}, optimizer.init(params), params)
   assert float(updates["w"][0]) < 0
 
@@ -119,7 +120,9 @@ def test_make_optimizer_builds_each_optimizer(name):
 def test_make_optimizer_rmsprop_is_rmsprop_jax():
   params = {"w": jnp.array([1.0, -2.0])}
   grads = {"w": jnp.array([0.5, 0.25])}
-  ours = train.make_optimizer("rmsprop", {"learning_rate": 0.01, "decay": 0.95, "momentum": 0.5})
+  ours = optimizer_lib.make_optimizer(
+      "rmsprop", {"learning_rate": 0.01, "decay": 0.95, "momentum": 0.5}
+  )
   import rmsprop_jax
 
   reference = rmsprop_jax.rmsprop(0.01, 0.95, momentum=0.5)
@@ -135,7 +138,7 @@ def test_make_optimizer_takes_vmapped_learning_rates():
   grads = {"w": jnp.array([0.3, -0.6])}
 
   def one_update(learning_rate):
-    optimizer = train.make_optimizer("rmsprop", {"learning_rate": learning_rate})
+    optimizer = optimizer_lib.make_optimizer("rmsprop", {"learning_rate": learning_rate})
     updates, _ = optimizer.update(grads, optimizer.init(params), params)
     return updates["w"]
 
@@ -147,17 +150,17 @@ def test_make_optimizer_takes_vmapped_learning_rates():
 
 def test_make_optimizer_rejects_bad_input():
   with pytest.raises(ValueError, match="unknown keys \\['beta'\\]"):
-    train.make_optimizer("adam", {"learning_rate": 1e-3, "beta": 0.9})
+    optimizer_lib.make_optimizer("adam", {"learning_rate": 1e-3, "beta": 0.9})
   with pytest.raises(ValueError, match="learning_rate"):
-    train.make_optimizer("sgd", {})
+    optimizer_lib.make_optimizer("sgd", {})
   with pytest.raises(ValueError, match="optimizer name"):
-    train.make_optimizer("adagrad", {"learning_rate": 0.1})
+    optimizer_lib.make_optimizer("adagrad", {"learning_rate": 0.1})
   with pytest.raises(ValueError, match="total_steps"):
-    train.make_optimizer("sgd", {"learning_rate": 0.1}, schedule="cosine")
+    optimizer_lib.make_optimizer("sgd", {"learning_rate": 0.1}, schedule="cosine")
 
 
 def test_cosine_schedule_decays_the_step():
-  optimizer = train.make_optimizer("sgd", {"learning_rate": 1.0}, schedule="cosine",
+  optimizer = optimizer_lib.make_optimizer("sgd", {"learning_rate": 1.0}, schedule="cosine",
                                    total_steps=10)
   params = {"w": jnp.zeros(())}
   state = optimizer.init(params)
@@ -223,7 +226,7 @@ def test_train_epoch_unrolled_equals_rolled():
   dataset = data.load_digits()
   spec = train.ModelSpec.create("mlp", dataset.image_shape, 10, {"hidden_sizes": (32,)})
   graphdef = train.model_graphdef(spec)
-  optimizer = train.make_optimizer("momentum", {"learning_rate": 0.05})
+  optimizer = optimizer_lib.make_optimizer("momentum", {"learning_rate": 0.05})
   state = train.init_train_state(spec, optimizer, jax.random.key(0))
   images, labels = jnp.asarray(dataset.train_images), jnp.asarray(dataset.train_labels)
   outputs = []
@@ -250,7 +253,7 @@ def test_evaluate_pads_the_last_chunk_correctly():
 def test_train_step_updates_batch_norm_statistics_and_lowers_the_loss():
   spec = train.ModelSpec.create("cnn", (8, 8, 1), 10, {"channels": (4,), "hidden_size": 8})
   graphdef = train.model_graphdef(spec)
-  optimizer = train.make_optimizer("rmsprop", {"learning_rate": 1e-2})
+  optimizer = optimizer_lib.make_optimizer("rmsprop", {"learning_rate": 1e-2})
   state = train.init_train_state(spec, optimizer, jax.random.key(0))
   images = jax.random.normal(jax.random.key(1), (16, 8, 8, 1))
   labels = jnp.arange(16) % 10
@@ -336,9 +339,9 @@ def test_build_model_rejects_bad_arguments():
 @pytest.mark.parametrize("module", [digits, fashion_mnist, cifar10])
 def test_configs_are_complete(module):
   config = module.get_config()
-  assert set(config.optimizers) == set(train.OPTIMIZERS)
-  for name in train.OPTIMIZERS:
-    train.make_optimizer(name, dict(config.optimizers[name]), schedule=config.lr_schedule,
+  assert set(config.optimizers) == set(optimizer_lib.OPTIMIZERS)
+  for name in optimizer_lib.OPTIMIZERS:
+    optimizer_lib.make_optimizer(name, dict(config.optimizers[name]), schedule=config.lr_schedule,
                          total_steps=100)
   assert config.model in models.MODELS and config.dataset in data.DATASETS
   assert config.name == module.__name__.rsplit(".", 1)[-1]
@@ -362,6 +365,6 @@ def test_run_comparison_rejects_unknown_optimizer(tmp_path):
 def test_make_optimizer_checks_the_baselines_hyperparameters(name, hparams, message):
   # optax checks none of these: a negative learning rate trained to a NaN loss with exit 0.
   with pytest.raises(ValueError, match=message):
-    train.make_optimizer(name, hparams)
+    optimizer_lib.make_optimizer(name, hparams)
   with pytest.raises(TypeError, match=r"optimizers\.momentum\.nesterov must be True or False"):
-    train.make_optimizer("momentum", {"learning_rate": 0.1, "nesterov": "yes"})
+    optimizer_lib.make_optimizer("momentum", {"learning_rate": 0.1, "nesterov": "yes"})

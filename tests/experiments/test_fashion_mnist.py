@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from experiments.classification import data
+from experiments.common import optimizers as optimizer_lib
 from tests.conftest import REPO
 
 
@@ -135,7 +136,7 @@ def test_cpu_configs_are_complete(name):
 
   config = importlib.import_module(f"configs.classification.{name}").get_config()
   assert config.name == name and config.dataset == "fashion_mnist"
-  assert set(config.optimizers) == set(train.OPTIMIZERS) and config.num_seeds >= 3
+  assert set(config.optimizers) == set(optimizer_lib.OPTIMIZERS) and config.num_seeds >= 3
   if name.endswith("_tuned"):
     sweep_name = "sweep_fashion_cnn" if "cnn" in name else "sweep_fashion_mlp"
     assert config.tuned_from == f"runs/{sweep_name}/sweep.json"

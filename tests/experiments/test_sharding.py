@@ -14,6 +14,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from benchmarks.hlo import count_collectives
+from experiments.common import optimizers as optimizer_lib
 from experiments.distributed import sharding
 from tests.conftest import MIN_SHARD_SIZE, result_line, run_in_subprocess, tiny_config
 
@@ -46,7 +47,7 @@ def eight_device_report(workdir: str) -> dict[str, Any]:
 
   # The compiled optimizer update alone, with the state sharded like the parameters, and (as a
   # control that the check can fail) with the state replicated while the parameters are split.
-  optimizer = train.make_optimizer("rmsprop", dict(config.optimizers.rmsprop))
+  optimizer = optimizer_lib.make_optimizer("rmsprop", dict(config.optimizers.rmsprop))
   mesh = sharding.make_mesh({"data": 4, "model": 2})
   abstract_params = jax.eval_shape(lambda: sharded.state.params)
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
@@ -70,7 +71,7 @@ def eight_device_report(workdir: str) -> dict[str, Any]:
     return count_collectives(text)
 
   # Gradients: one SGD step with learning rate 1 moves every parameter by minus its gradient.
-  sgd = train.make_optimizer("sgd", {"learning_rate": 1.0})
+  sgd = optimizer_lib.make_optimizer("sgd", {"learning_rate": 1.0})
   spec = train.model_spec(config, dataset)
   graphdef = train.model_graphdef(spec)
 
