@@ -427,19 +427,8 @@ def run_sweep(
   start = time.perf_counter()
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  if config.num_seeds < 1 or config.num_epochs < 1 or config.batch_size < 1:
-    raise ValueError(
-        f"num_seeds, num_epochs and batch_size must be >= 1; got {config.num_seeds}, "
-        f"{config.num_epochs}, {config.batch_size}."
-    )
-  if not config.optimizers:
-    raise ValueError("config.optimizers must name at least one optimizer to sweep.")
-  cache_dir = config.compilation_cache_dir
-  if cache_dir:
-    # JAX's persistent cache: the programs depend only on shapes, so a later sweep with other
-    # values (same model, chunk size and seeds) loads them from disk instead of compiling.
-    jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache_dir))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  check_sweep_config(config)
+  use_compilation_cache(config.compilation_cache_dir)
   dataset = dataset if dataset is not None else train.load_config_dataset(config)
   data = split_validation(dataset, config.validation_fraction, config.seed)
   if config.batch_size > data.train_images.shape[0]:
@@ -447,63 +436,131 @@ def run_sweep(
         f"batch_size={config.batch_size} exceeds the {data.train_images.shape[0]} training "
         "examples left after the validation split."
     )
-  spec = train.model_spec(config, dataset)
-  seeds = [config.seed + index for index in range(config.num_seeds)]
-  trial_randomness = config.trial_randomness
-  selection_metric = "validation_accuracy"
-  loss_limit = divergence_loss_limit(config.divergence_factor, dataset.num_classes)
-
+  context = SweepContext(
+      config=config, spec=train.model_spec(config, dataset), data=data,
+      seeds=[config.seed + index for index in range(config.num_seeds)],
+      loss_limit=divergence_loss_limit(config.divergence_factor, dataset.num_classes),
+      sequential=sequential,
+  )
   plans = {name: optimizer_trials(name, entry, config.seed)
            for name, entry in config.optimizers.items()}
-  num_runs = sum(len(next(iter(swept.values()))) for swept, _ in plans.values()) * len(seeds)
+  num_runs = sum(len(next(iter(swept.values()))) for swept, _ in plans.values()) * len(
+      context.seeds)
   bar = tqdm(total=num_runs * (2 if sequential else 1), desc="sweep runs",
              disable=not progress)
-
-  trace_counts: dict[str, int] = {}
-  records: list[dict[str, Any]] = []
-  best: dict[str, Any] = {}
-  timing: dict[str, dict[str, dict[str, float]]] = {}
-  agreement: dict[str, dict[str, float]] = {}
-  python_loop_checks: dict[str, list[dict[str, float]]] = {}
-  for name, (swept, fixed) in plans.items():
-    setup = TrainingSetup(
-        spec=spec, optimizer=name, fixed=tuple(sorted(fixed.items())),
-        batch_size=config.batch_size, num_epochs=config.num_epochs,
-        schedule=config.lr_schedule,
-        eval_batch_size=config.eval_batch_size,
-    )
-    trial_fn = make_trial_fn(setup, trace_counts)
-    keys = run_keys(seeds, len(next(iter(swept.values()))), trial_randomness)
-    bar.set_postfix(optimizer=name, mode="vmapped")
-    repeats = config.timing_repeats if sequential else 1
-    metrics, vmapped = run_vmapped(trial_fn, swept, keys, data, config.chunk_size,
-                                   repeats=repeats, progress=bar)
-    vmapped.traces = trace_counts.get(name, 0)
-    modes = {"vmapped": vmapped}
-    sequential_metrics: dict[str, np.ndarray] = {}
-    if sequential:
-      bar.set_postfix(optimizer=name, mode="sequential")
-      before = trace_counts.get(name, 0)
-      sequential_metrics, modes["sequential"] = run_sequential(
-          trial_fn, swept, keys, data, repeats=repeats, progress=bar
-      )
-      modes["sequential"].traces = trace_counts[name] - before
-      agreement[name] = _agreement(metrics, sequential_metrics, loss_limit)
-      loop_timing, python_loop_checks[name] = _python_loop_sample(
-          setup, swept, keys, data, metrics, config.python_loop_runs
-      )
-      modes["python_loop"] = loop_timing
-    timing[name] = {mode: dataclasses.asdict(value) for mode, value in modes.items()}
-    trials = trial_records(name, swept, fixed, metrics, loss_limit,
-                           search_kind(config.optimizers[name]),
-                           sequential_metrics if sequential else None)
-    records.extend(trials)
-    best[name] = best_trial(trials, selection_metric)
+  results = {name: sweep_optimizer(context, name, swept, fixed, bar)
+             for name, (swept, fixed) in plans.items()}
   bar.close()
 
+  records = [record for result in results.values() for record in result.records]
+  plots = draw_plots(config, records, workdir)
+  summary = build_summary(context, results, records, plots)
+  summary["wall_time_s"] = time.perf_counter() - start
+  with open(workdir / "sweep.json", "w") as handle:
+    json.dump(to_jsonable(summary), handle, indent=1, allow_nan=False)
+  write_markdown(workdir / "sweep.md", summary)
+  return summary
+
+
+SELECTION_METRIC = "validation_accuracy"
+
+
+def check_sweep_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ``ValueError`` for sizes below 1 or an empty ``optimizers``."""
+  if config.num_seeds < 1 or config.num_epochs < 1 or config.batch_size < 1:
+    raise ValueError(
+        f"num_seeds, num_epochs and batch_size must be >= 1; got {config.num_seeds}, "
+        f"{config.num_epochs}, {config.batch_size}."
+    )
+  if not config.optimizers:
+    raise ValueError("config.optimizers must name at least one optimizer to sweep.")
+
+
+def use_compilation_cache(cache_dir: str) -> None:
+  """Turns on JAX's persistent compilation cache in ``cache_dir`` (nothing if empty).
+
+  The programs depend only on shapes, so a later sweep with other values (same model, chunk
+  size and seeds) loads them from disk instead of compiling.
+  """
+  if cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache_dir))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepContext:
+  """What every optimizer's sweep shares: the config, the model, the data splits, the seeds."""
+
+  config: ml_collections.ConfigDict
+  spec: train.ModelSpec
+  data: SweepData
+  seeds: list[int]
+  loss_limit: float
+  sequential: bool
+
+
+@dataclasses.dataclass
+class OptimizerSweep:
+  """One optimizer's trials: records, best trial, timings and, with ``--sequential``, checks."""
+
+  records: list[dict[str, Any]]
+  best: dict[str, Any] | None
+  timing: dict[str, dict[str, float]]
+  agreement: dict[str, float] | None = None
+  python_loop_checks: list[dict[str, float]] | None = None
+
+
+def sweep_optimizer(
+    context: SweepContext,
+    name: str,
+    swept: Mapping[str, np.ndarray],
+    fixed: Mapping[str, Any],
+    bar: Any,
+) -> OptimizerSweep:
+  """Trains ``name``'s trials vmapped (and, with ``sequential``, the other ways) and scores them."""
+  config = context.config
+  setup = TrainingSetup(
+      spec=context.spec, optimizer=name, fixed=tuple(sorted(fixed.items())),
+      batch_size=config.batch_size, num_epochs=config.num_epochs,
+      schedule=config.lr_schedule,
+      eval_batch_size=config.eval_batch_size,
+  )
+  trace_counts: dict[str, int] = {}
+  trial_fn = make_trial_fn(setup, trace_counts)
+  keys = run_keys(context.seeds, len(next(iter(swept.values()))), config.trial_randomness)
+  bar.set_postfix(optimizer=name, mode="vmapped")
+  repeats = config.timing_repeats if context.sequential else 1
+  metrics, vmapped = run_vmapped(trial_fn, swept, keys, context.data, config.chunk_size,
+                                 repeats=repeats, progress=bar)
+  vmapped.traces = trace_counts.get(name, 0)
+  modes = {"vmapped": vmapped}
+  result = OptimizerSweep(records=[], best=None, timing={})
+  sequential_metrics: dict[str, np.ndarray] | None = None
+  if context.sequential:
+    bar.set_postfix(optimizer=name, mode="sequential")
+    before = trace_counts.get(name, 0)
+    sequential_metrics, modes["sequential"] = run_sequential(
+        trial_fn, swept, keys, context.data, repeats=repeats, progress=bar
+    )
+    modes["sequential"].traces = trace_counts[name] - before
+    result.agreement = _agreement(metrics, sequential_metrics, context.loss_limit)
+    modes["python_loop"], result.python_loop_checks = _python_loop_sample(
+        setup, swept, keys, context.data, metrics, config.python_loop_runs
+    )
+  result.timing = {mode: dataclasses.asdict(value) for mode, value in modes.items()}
+  result.records = trial_records(name, swept, fixed, metrics, context.loss_limit,
+                                 search_kind(config.optimizers[name]), sequential_metrics)
+  result.best = best_trial(result.records, SELECTION_METRIC)
+  return result
+
+
+def draw_plots(
+    config: ml_collections.ConfigDict, records: Sequence[Mapping[str, Any]], workdir: Path
+) -> list[str]:
+  """The heatmap of ``config.heatmap`` (when its optimizer was swept) and the sensitivity plot."""
   plots = []
   heatmap = config.heatmap
-  if heatmap is not None and heatmap.optimizer in plans:
+  if heatmap is not None and heatmap.optimizer in config.optimizers:
     title = (f"{heatmap.optimizer}: test accuracy over {heatmap.x} x {heatmap.y} "
              f"({config.name})")
     rows = [r for r in records if r["optimizer"] == heatmap.optimizer]
@@ -512,41 +569,50 @@ def run_sweep(
   plot_sensitivity(workdir / "sensitivity.png", records,
                    f"Learning-rate sensitivity ({config.name})")
   plots.append("sensitivity.png")
+  return plots
 
+
+def build_summary(
+    context: SweepContext,
+    results: Mapping[str, OptimizerSweep],
+    records: list[dict[str, Any]],
+    plots: list[str],
+) -> dict[str, Any]:
+  """What ``sweep.json`` holds (without the wall time)."""
+  config, data = context.config, context.data
+  timing = {name: result.timing for name, result in results.items()}
   summary: dict[str, Any] = {
       "name": config.name,
       "config": to_plain(config),
       "hardware": hardware_lib.summary_line(),
-      "seeds": seeds,
-      "trial_randomness": trial_randomness,
-      "selection_metric": selection_metric,
+      "seeds": context.seeds,
+      "trial_randomness": config.trial_randomness,
+      "selection_metric": SELECTION_METRIC,
       "selection_note": (
           "validation split held out from the training set" if config.validation_fraction > 0
           else "validation_fraction=0: the test set was used for selection"
       ),
-      "divergence_loss_limit": loss_limit,
+      "divergence_loss_limit": context.loss_limit,
       "split_sizes": {split: int(getattr(data, f"{split}_labels").shape[0])
                       for split in ("train", "validation", "test")},
-      "best": best,
+      "best": {name: result.best for name, result in results.items()},
       "trials": records,
       "timing": {
           "per_optimizer": timing,
           "python_loop_note": (
               f"Python-loop time measured on {config.python_loop_runs} run(s) per optimizer and "
-              "extrapolated (run_s = mean per run x runs)" if sequential else None
+              "extrapolated (run_s = mean per run x runs)" if context.sequential else None
           ),
       },
       "plots": plots,
   }
-  if sequential:
+  if context.sequential:
     summary["timing"]["speedup"] = _speedups(timing)
     summary["timing"]["total"] = _totals(timing)
-    summary["vmapped_vs_sequential_max_abs_diff"] = agreement
-    summary["python_loop_vs_vmapped"] = python_loop_checks
-  summary["wall_time_s"] = time.perf_counter() - start
-  with open(workdir / "sweep.json", "w") as handle:
-    json.dump(to_jsonable(summary), handle, indent=1, allow_nan=False)
-  write_markdown(workdir / "sweep.md", summary)
+    summary["vmapped_vs_sequential_max_abs_diff"] = {
+        name: result.agreement for name, result in results.items()}
+    summary["python_loop_vs_vmapped"] = {
+        name: result.python_loop_checks for name, result in results.items()}
   return summary
 
 
