@@ -22,9 +22,9 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -216,6 +216,276 @@ def check_resumable(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class RunSetup:
+  """The model, optimizer and mesh of a run, and the train state's layout on the mesh.
+
+  Attributes:
+    spec: the model spec (:func:`train.model_spec`).
+    graphdef: the model's graph definition.
+    hparams: the optimizer's resolved hyperparameters.
+    optimizer: the optax optimizer (its schedule spans ``total_steps``).
+    mesh: the ``(data, model)`` device mesh.
+    abstract_state: shapes and dtypes of the train state.
+    state_shardings: the sharding of every train state leaf.
+    init_fn: makes the initial train state from the seed (a function of nothing).
+    steps_per_epoch: batches per epoch (the remainder of the training set is dropped).
+    total_steps: the steps of the full run (``num_epochs * steps_per_epoch``).
+    last_step: the step this invocation stops at (``config.stop_after_steps``, 0: the end).
+  """
+
+  spec: Any
+  graphdef: Any
+  hparams: dict[str, Any]
+  optimizer: Any
+  mesh: jax.sharding.Mesh
+  abstract_state: Any
+  state_shardings: Any
+  init_fn: Callable[[], train.TrainState]
+  steps_per_epoch: int
+  total_steps: int
+  last_step: int
+
+
+class CompiledStep(NamedTuple):
+  """The ahead-of-time compiled training step (:func:`make_step_fn`) and what compiling showed."""
+
+  fn: Any
+  compile_time_s: float
+  collectives: dict[str, int]
+
+
+def check_run_config(
+    config: ml_collections.ConfigDict, num_examples: int, mesh: jax.sharding.Mesh
+) -> None:
+  """Raises ``ValueError`` naming the first setting this run cannot train with."""
+  if config.num_epochs < 1:
+    raise ValueError(f"config.num_epochs must be >= 1; got {config.num_epochs}.")
+  stop_after = int(config.stop_after_steps)
+  if stop_after < 0:
+    raise ValueError(f"config.stop_after_steps must be >= 0 (0: no early stop); got {stop_after}.")
+  if not 1 <= config.batch_size <= num_examples:
+    raise ValueError(f"config.batch_size must be in [1, {num_examples}]; got {config.batch_size}.")
+  if config.batch_size % mesh.shape[sharding.DATA_AXIS]:
+    raise ValueError(
+        f"config.batch_size={config.batch_size} must be a multiple of the mesh's data axis "
+        f"({mesh.shape[sharding.DATA_AXIS]} devices)."
+    )
+
+
+# Keys are derived inside the compiled functions from the seed, so that every process
+# computes them identically and no process-local array enters a multi-process program.
+def seed_keys(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+  """The seed's ``(init, data)`` keys; call it only inside traced functions (see above)."""
+  return data_order.seed_keys(config.seed)
+
+
+def setup_run(
+    config: ml_collections.ConfigDict, dataset: data_lib.Dataset, mesh: jax.sharding.Mesh
+) -> RunSetup:
+  """Model, optimizer and sharded state layout of a checked config (:func:`check_run_config`)."""
+  spec = train.model_spec(config, dataset)
+  graphdef = train.model_graphdef(spec)
+  hparams = train.resolve_hparams(config, config.optimizer)
+  steps_per_epoch = dataset.train_images.shape[0] // config.batch_size
+  total_steps = steps_per_epoch * config.num_epochs
+  stop_after = int(config.stop_after_steps)
+  optimizer = optimizer_lib.make_optimizer(
+      config.optimizer, hparams, schedule=config.lr_schedule, total_steps=total_steps
+  )
+
+  def init_fn() -> train.TrainState:
+    return train.init_train_state(spec, optimizer, seed_keys(config)[0])
+
+  abstract_state = jax.eval_shape(init_fn)
+  state_shardings = sharding.train_state_shardings(
+      optimizer, abstract_state, mesh, int(config.mesh.min_shard_size)
+  )
+  return RunSetup(
+      spec=spec, graphdef=graphdef, hparams=hparams, optimizer=optimizer, mesh=mesh,
+      abstract_state=abstract_state, state_shardings=state_shardings, init_fn=init_fn,
+      steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+      last_step=total_steps if stop_after == 0 else min(total_steps, stop_after),
+  )
+
+
+def data_position(
+    config: ml_collections.ConfigDict, setup: RunSetup, step: int
+) -> checkpointing.DataPosition:
+  """The data position after ``step`` steps of this run."""
+  return checkpointing.DataPosition.at(
+      step, steps_per_epoch=setup.steps_per_epoch, batch_size=config.batch_size, seed=config.seed
+  )
+
+
+def make_checkpointer(
+    config: ml_collections.ConfigDict, run_dir: Any
+) -> checkpointing.TrainCheckpointer:
+  """The run's checkpointer, writing to ``run_dir/checkpoints``."""
+  return checkpointing.TrainCheckpointer(
+      run_dir / "checkpoints",
+      save_every=int(config.checkpoint_every),
+      max_to_keep=int(config.max_checkpoints_to_keep),
+      async_save=bool(config.async_checkpointing),
+  )
+
+
+def restore_or_initialize(
+    config: ml_collections.ConfigDict,
+    setup: RunSetup,
+    checkpointer: checkpointing.TrainCheckpointer,
+    run_facts: dict[str, Any],
+) -> tuple[train.TrainState, checkpointing.DataPosition, dict[str, Any] | None]:
+  """The newest usable checkpoint that agrees with this run, or the initial state at step 0.
+
+  Returns ``(state, position, extra)``; ``extra`` is ``None`` when nothing was restored.
+  """
+  return checkpointer.restore_or_initialize(
+      checkpointing.abstract_like(setup.abstract_state, setup.state_shardings),
+      initialize=jax.jit(setup.init_fn, out_shardings=setup.state_shardings),
+      start=data_position(config, setup, 0),
+      resume=bool(config.resume),
+      fallback=bool(config.checkpoint_fallback),
+      validate=functools.partial(
+          check_resumable, checkpointer.directory, run_facts=run_facts,
+          total_steps=setup.total_steps,
+      ),
+  )
+
+
+def compile_step(
+    config: ml_collections.ConfigDict,
+    dataset: data_lib.Dataset,
+    setup: RunSetup,
+    state: train.TrainState,
+) -> CompiledStep:
+  """Lowers and compiles the sharded training step for ``state``'s layout; times the compile."""
+  step_fn = make_step_fn(setup.graphdef, setup.optimizer, setup.state_shardings, setup.mesh)
+  everywhere = sharding.replicated(setup.mesh)
+  examples = sharding.batch_sharding(setup.mesh)
+  batch_shape = (config.batch_size, *dataset.train_images.shape[1:])
+  compile_start = time.perf_counter()
+  compiled = step_fn.lower(
+      state,
+      (jax.ShapeDtypeStruct(batch_shape, dataset.train_images.dtype, sharding=examples),
+       jax.ShapeDtypeStruct((config.batch_size,), dataset.train_labels.dtype, sharding=examples)),
+      jax.eval_shape(lambda: jax.random.split(seed_keys(config)[1], setup.steps_per_epoch)),
+      jax.ShapeDtypeStruct((), jnp.int32, sharding=everywhere),
+  ).compile()
+  compile_time = time.perf_counter() - compile_start
+  return CompiledStep(compiled, compile_time, count_collectives(compiled.as_text()))
+
+
+class TrainLoop:
+  """The body of the step loop: a step, an epoch's end, a checkpoint save.
+
+  Carries what the loop needs between steps besides the train state: the epoch's batch order
+  and step keys, the metrics of the epoch's steps, the run's :class:`RunProgress` and timings.
+  """
+
+  def __init__(
+      self,
+      config: ml_collections.ConfigDict,
+      dataset: data_lib.Dataset,
+      setup: RunSetup,
+      compiled: CompiledStep,
+      checkpointer: checkpointing.TrainCheckpointer,
+      run_facts: dict[str, Any],
+      progress: RunProgress,
+  ) -> None:
+    self.dataset = dataset
+    self.setup = setup
+    self.step_fn = compiled.fn
+    self.checkpointer = checkpointer
+    self.run_facts = run_facts
+    self.progress = progress
+    self.everywhere = sharding.replicated(setup.mesh)
+    self.examples = sharding.batch_sharding(setup.mesh)
+    num_examples = dataset.train_images.shape[0]
+
+    @functools.partial(jax.jit, out_shardings=(self.everywhere, self.everywhere))
+    def epoch_plan(epoch: jax.Array) -> tuple[jax.Array, jax.Array]:
+      epoch_key = data_order.epoch_keys(seed_keys(config)[1], config.num_epochs)[epoch]
+      return data_order.epoch_plan(epoch_key, num_examples, config.batch_size)
+
+    self.epoch_plan = epoch_plan
+    self.test_images = sharding.host_to_global(dataset.test_images, self.everywhere)
+    self.test_labels = sharding.host_to_global(dataset.test_labels, self.everywhere)
+    self.eval_fn = jax.jit(
+        functools.partial(train.evaluate, setup.graphdef, batch_size=config.eval_batch_size),
+        out_shardings=self.everywhere,
+    )
+    self.train_time_s = 0.0
+    self.checkpoint_time_s = 0.0
+    # Metrics of the current epoch's steps: those run before a resume come from the checkpoint
+    # (host values), the rest are device arrays fetched when the epoch ends or a checkpoint is due.
+    self.epoch_metrics: list[dict[str, jax.Array]] = []
+    self.batches_host: np.ndarray | None = None
+    self.step_keys: jax.Array | None = None
+
+  def run_step(self, state: train.TrainState, step: int) -> train.TrainState:
+    """Step ``step`` (counted from 0) on its batch; the new state after it.
+
+    The time from the batch's copy to the device to the step's end counts as training time.
+    """
+    epoch, index = divmod(step, self.setup.steps_per_epoch)
+    if self.batches_host is None or index == 0:
+      batches, self.step_keys = self.epoch_plan(
+          sharding.host_to_global(np.int32(epoch), self.everywhere)
+      )
+      self.batches_host = distributed_lib.fetch(batches)
+    indices = self.batches_host[index]
+    tick = time.perf_counter()
+    batch = sharding.host_to_global(
+        (self.dataset.train_images[indices], self.dataset.train_labels[indices]), self.examples
+    )
+    state, metrics = self.step_fn(
+        state, batch, self.step_keys, sharding.host_to_global(np.int32(index), self.everywhere)
+    )
+    self.epoch_metrics.append(metrics)
+    if (step + 1) % self.setup.steps_per_epoch == 0 or step + 1 == self.setup.last_step:
+      # Dispatch is asynchronous: wait for the epoch's steps so the time counts their work.
+      jax.block_until_ready(state)
+    self.train_time_s += time.perf_counter() - tick
+    return state
+
+  def end_epoch(self, state: train.TrainState, step: int) -> None:
+    """At an epoch's end (after ``step`` steps): evaluates and records the epoch."""
+    evaluation = distributed_lib.fetch(self.eval_fn(state, self.test_images, self.test_labels))
+    self.fetch_step_metrics()
+    self.progress.end_epoch(
+        step=step, epoch=step // self.setup.steps_per_epoch, evaluation=evaluation
+    )
+
+  def maybe_save(self, state: train.TrainState, position: checkpointing.DataPosition) -> bool:
+    """Saves if a checkpoint is due, at the last step or on a preemption notice (timed).
+
+    Returns whether a preemption notice was received (the run must then stop).
+    """
+    step = position.step
+    tick = time.perf_counter()
+    preempted = self.checkpointer.reached_preemption(step)
+    force = step == self.setup.last_step or preempted
+    if force or self.checkpointer.should_save(step):
+      self.fetch_step_metrics()
+      self.save(state, position, force=force)
+    self.checkpoint_time_s += time.perf_counter() - tick
+    return preempted
+
+  def fetch_step_metrics(self) -> None:
+    """Moves the host values of the epoch's step metrics so far into the progress."""
+    self.progress.add_steps(distributed_lib.fetch(self.epoch_metrics))
+    self.epoch_metrics = []
+
+  def save(
+      self, state: train.TrainState, position: checkpointing.DataPosition, *, force: bool
+  ) -> None:
+    """Saves a checkpoint of ``state`` at ``position`` with the run's facts and progress."""
+    self.checkpointer.save(
+        state, position, force=force, extra={**self.run_facts, "progress": self.progress.to_json()}
+    )
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str | Path,
@@ -239,163 +509,38 @@ def train_and_evaluate(
   distributed_lib.initialize(config.distributed)
   run_dir = checkpointing.as_checkpoint_path(workdir)
   run_dir.mkdir(parents=True, exist_ok=True)
-  if config.num_epochs < 1:
-    raise ValueError(f"config.num_epochs must be >= 1; got {config.num_epochs}.")
-  checkpoint_every = int(config.checkpoint_every)
-  stop_after = int(config.stop_after_steps)
-  if stop_after < 0:
-    raise ValueError(f"config.stop_after_steps must be >= 0 (0: no early stop); got {stop_after}.")
-
   dataset = dataset if dataset is not None else train.load_config_dataset(config)
-  spec = train.model_spec(config, dataset)
-  graphdef = train.model_graphdef(spec)
-  name = config.optimizer
-  hparams = train.resolve_hparams(config, name)
-  num_examples = dataset.train_images.shape[0]
-  if not 1 <= config.batch_size <= num_examples:
-    raise ValueError(f"config.batch_size must be in [1, {num_examples}]; got {config.batch_size}.")
-  steps_per_epoch = num_examples // config.batch_size
-  total_steps = steps_per_epoch * config.num_epochs
-  optimizer = optimizer_lib.make_optimizer(
-      name, hparams, schedule=config.lr_schedule, total_steps=total_steps
-  )
-
   mesh = sharding.make_mesh(config.mesh, devices)
-  if config.batch_size % mesh.shape[sharding.DATA_AXIS]:
-    raise ValueError(
-        f"config.batch_size={config.batch_size} must be a multiple of the mesh's data axis "
-        f"({mesh.shape[sharding.DATA_AXIS]} devices)."
-    )
-  min_shard_size = int(config.mesh.min_shard_size)
-  everywhere = sharding.replicated(mesh)
+  check_run_config(config, dataset.train_images.shape[0], mesh)
+  setup = setup_run(config, dataset, mesh)
 
-  # Keys are derived inside the compiled functions from the seed, so that every process
-  # computes them identically and no process-local array enters a multi-process program.
-  def seed_keys() -> tuple[jax.Array, jax.Array]:
-    return data_order.seed_keys(config.seed)
-
-  def init_fn() -> train.TrainState:
-    return train.init_train_state(spec, optimizer, seed_keys()[0])
-
-  abstract_state = jax.eval_shape(init_fn)
-  state_shardings = sharding.train_state_shardings(optimizer, abstract_state, mesh, min_shard_size)
-
-  checkpointer = checkpointing.TrainCheckpointer(
-      run_dir / "checkpoints",
-      save_every=checkpoint_every,
-      max_to_keep=int(config.max_checkpoints_to_keep),
-      async_save=bool(config.async_checkpointing),
-  )
-  run_facts = describe_run(config, hparams)
-  state, position, restored = checkpointer.restore_or_initialize(
-      checkpointing.abstract_like(abstract_state, state_shardings),
-      initialize=jax.jit(init_fn, out_shardings=state_shardings),
-      start=checkpointing.DataPosition.at(
-          0, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, seed=config.seed
-      ),
-      resume=bool(config.resume),
-      fallback=bool(config.checkpoint_fallback),
-      validate=functools.partial(
-          check_resumable, checkpointer.directory, run_facts=run_facts, total_steps=total_steps
-      ),
-  )
+  checkpointer = make_checkpointer(config, run_dir)
+  run_facts = describe_run(config, setup.hparams)
+  state, position, restored = restore_or_initialize(config, setup, checkpointer, run_facts)
   progress = RunProgress.from_json((restored or {}).get("progress"))
-  start_step = position.step
+  compiled = compile_step(config, dataset, setup, state)
+  loop = TrainLoop(config, dataset, setup, compiled, checkpointer, run_facts, progress)
 
-  num_steps = steps_per_epoch
-
-  @functools.partial(jax.jit, out_shardings=(everywhere, everywhere))
-  def epoch_plan(epoch: jax.Array) -> tuple[jax.Array, jax.Array]:
-    epoch_key = data_order.epoch_keys(seed_keys()[1], config.num_epochs)[epoch]
-    return data_order.epoch_plan(epoch_key, num_examples, config.batch_size)
-
-  step_fn = make_step_fn(graphdef, optimizer, state_shardings, mesh)
-  examples = sharding.batch_sharding(mesh)
-  batch_shape = (config.batch_size, *dataset.train_images.shape[1:])
-  compile_start = time.perf_counter()
-  compiled_step = step_fn.lower(
-      state,
-      (jax.ShapeDtypeStruct(batch_shape, dataset.train_images.dtype, sharding=examples),
-       jax.ShapeDtypeStruct((config.batch_size,), dataset.train_labels.dtype, sharding=examples)),
-      jax.eval_shape(lambda: jax.random.split(seed_keys()[1], num_steps)),
-      jax.ShapeDtypeStruct((), jnp.int32, sharding=everywhere),
-  ).compile()
-  compile_time = time.perf_counter() - compile_start
-  step_collectives = count_collectives(compiled_step.as_text())
-
-  test_images = sharding.host_to_global(dataset.test_images, everywhere)
-  test_labels = sharding.host_to_global(dataset.test_labels, everywhere)
-  eval_fn = jax.jit(
-      functools.partial(train.evaluate, graphdef, batch_size=config.eval_batch_size),
-      out_shardings=everywhere,
-  )
-
-  train_time = checkpoint_time = 0.0
-  # Metrics of the current epoch's steps: those run before a resume come from the checkpoint
-  # (host values), the rest are device arrays fetched when the epoch ends or a checkpoint is due.
-  epoch_metrics: list[dict[str, jax.Array]] = []
-  last_step = total_steps if stop_after == 0 else min(total_steps, stop_after)
-  step = start_step
-  batches_host = step_keys = None
-  while step < last_step:
-    epoch, index = divmod(step, steps_per_epoch)
-    if batches_host is None or index == 0:
-      batches, step_keys = epoch_plan(sharding.host_to_global(np.int32(epoch), everywhere))
-      batches_host = distributed_lib.fetch(batches)
-    indices = batches_host[index]
-    tick = time.perf_counter()
-    batch = sharding.host_to_global(
-        (dataset.train_images[indices], dataset.train_labels[indices]), examples
-    )
-    state, metrics = compiled_step(
-        state, batch, step_keys, sharding.host_to_global(np.int32(index), everywhere)
-    )
-    epoch_metrics.append(metrics)
+  start_step = step = position.step
+  while step < setup.last_step:
+    state = loop.run_step(state, step)
     step += 1
-    if step % steps_per_epoch == 0 or step == last_step:
-      # Dispatch is asynchronous: wait for the epoch's steps so the time counts their work.
-      jax.block_until_ready(state)
-    train_time += time.perf_counter() - tick
-    position = checkpointing.DataPosition.at(
-        step, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, seed=config.seed
-    )
-    if step % steps_per_epoch == 0:
-      evaluation = distributed_lib.fetch(eval_fn(state, test_images, test_labels))
-      progress.add_steps(distributed_lib.fetch(epoch_metrics))
-      epoch_metrics = []
-      progress.end_epoch(step=step, epoch=step // steps_per_epoch, evaluation=evaluation)
-    tick = time.perf_counter()
-    preempted = checkpointer.reached_preemption(step)
-    force = step == last_step or preempted
-    if force or checkpointer.should_save(step):
-      progress.add_steps(distributed_lib.fetch(epoch_metrics))
-      epoch_metrics = []
-      checkpointer.save(
-          state, position, force=force, extra={**run_facts, "progress": progress.to_json()}
-      )
-    checkpoint_time += time.perf_counter() - tick
-    if preempted:
+    position = data_position(config, setup, step)
+    if step % setup.steps_per_epoch == 0:
+      loop.end_epoch(state, step)
+    if loop.maybe_save(state, position):
       logging.warning("preemption notice: saved step %d and stopped; rerun to resume", step)
       break
   if step == start_step and restored is None:
-    checkpointer.save(
-        state, position, force=True, extra={**run_facts, "progress": progress.to_json()}
-    )
+    loop.save(state, position, force=True)  # Nothing ran nor was restored: save the start.
   checkpointer.close()
 
   result = DistributedRunResult(
-      state=state,
-      start_step=start_step,
-      final_step=step,
-      total_steps=total_steps,
-      history=progress.history,
-      mesh_shape=dict(mesh.shape),
-      num_processes=jax.process_count(),
-      state_partition=sharding.describe(state_shardings),
-      step_collectives=step_collectives,
-      compile_time_s=compile_time,
-      train_time_s=train_time,
-      checkpoint_time_s=checkpoint_time,
+      state=state, start_step=start_step, final_step=step, total_steps=setup.total_steps,
+      history=progress.history, mesh_shape=dict(mesh.shape), num_processes=jax.process_count(),
+      state_partition=sharding.describe(setup.state_shardings),
+      step_collectives=compiled.collectives, compile_time_s=compiled.compile_time_s,
+      train_time_s=loop.train_time_s, checkpoint_time_s=loop.checkpoint_time_s,
   )
   if distributed_lib.is_primary():
     write_summary(run_dir, config, result)
