@@ -648,28 +648,16 @@ def train_and_evaluate(
       spec, layout.vmap_seeds, int(config.eval_batch_size)
   )
   compile_start = time.perf_counter()
-  states, epoch_keys = [], []
-  for group in layout.groups:
-    init_keys, keys = layout.keys(group, config.num_epochs)
-    params, model_state = init_fn(init_keys)
-    opt_state = layout.over_seeds(optimizer.init, 0)(params)
-    step = jnp.zeros((len(group),) if layout.vmap_seeds else (), jnp.int32)
-    states.append(TrainState(params, model_state, opt_state, step))
-    epoch_keys.append(keys)
+  states, epoch_keys = init_states(layout, init_fn, optimizer, config.num_epochs)
   jax.block_until_ready(eval_fn(states[0], test_images, test_labels))
   epoch_fn = compile_epoch(config, layout, graphdef, optimizer, states[0], train_images,
                            train_labels, layout.epoch_key(epoch_keys[0], 0))
   compile_time = time.perf_counter() - compile_start
 
   # Train every group an epoch at a time, evaluating the test set after each epoch.
-  history: dict[str, list[np.ndarray]] = {
-      "train_loss": [], "train_accuracy": [], "test_loss": [], "test_accuracy": []
-  }
-  train_time = eval_time = 0.0
-  predictions: list[np.ndarray] = []
+  epochs = EpochRecorder()
   for epoch in range(config.num_epochs):
-    epoch_values: dict[str, list[np.ndarray]] = {key: [] for key in history}
-    predictions = []
+    epochs.start_epoch()
     for index, keys in enumerate(epoch_keys):
       tick = time.perf_counter()
       states[index], train_metrics = epoch_fn(
@@ -678,37 +666,81 @@ def train_and_evaluate(
       train_metrics = jax.device_get(train_metrics)
       tock = time.perf_counter()
       evaluation = jax.device_get(eval_fn(states[index], test_images, test_labels))
-      eval_time += time.perf_counter() - tock
-      train_time += tock - tick
-      for split, values in (("train", train_metrics), ("test", evaluation)):
-        epoch_values[f"{split}_loss"].append(np.atleast_1d(values["loss"]))
-        epoch_values[f"{split}_accuracy"].append(np.atleast_1d(values["accuracy"]))
-      predictions.append(np.asarray(evaluation["predictions"]).reshape(-1, len(test_labels)))
-    for key, values in epoch_values.items():
-      history[key].append(np.concatenate(values))
+      epochs.eval_time_s += time.perf_counter() - tock
+      epochs.train_time_s += tock - tick
+      epochs.add_group(train_metrics, evaluation, len(test_labels))
+    epochs.end_epoch()
     if progress is not None:
       progress.set_postfix(
           optimizer=config.optimizer, epoch=epoch + 1,
-          test_acc=f"{float(np.mean(history['test_accuracy'][-1])):.4f}",
+          test_acc=f"{float(np.mean(epochs.history['test_accuracy'][-1])):.4f}",
       )
       progress.update(1)
 
   if config.save_checkpoint:
     save_checkpoint(workdir / "checkpoint", layout.stacked(states))
-  curves = {key: np.stack(values, axis=1).astype(np.float64) for key, values in history.items()}
   return RunResult(
       optimizer=config.optimizer,
       hparams=hparams,
       seeds=list(layout.seeds),
       steps_per_epoch=steps_per_epoch,
-      test_predictions=np.concatenate(predictions),
+      test_predictions=np.concatenate(epochs.predictions),
       test_labels=np.asarray(dataset.test_labels),
       compile_time_s=compile_time,
-      train_time_s=train_time,
-      eval_time_s=eval_time,
+      train_time_s=epochs.train_time_s,
+      eval_time_s=epochs.eval_time_s,
       wall_time_s=time.perf_counter() - start,
-      **curves,
+      **epochs.curves(),
   )
+
+
+def init_states(
+    layout: SeedGroups, init_fn: Any, optimizer: optax.GradientTransformation, num_epochs: int
+) -> tuple[list[TrainState], list[jax.Array]]:
+  """Each seed group's fresh :class:`TrainState` and its epoch keys (:mod:`.data_order`)."""
+  states, epoch_keys = [], []
+  for group in layout.groups:
+    init_keys, keys = layout.keys(group, num_epochs)
+    params, model_state = init_fn(init_keys)
+    opt_state = layout.over_seeds(optimizer.init, 0)(params)
+    step = jnp.zeros((len(group),) if layout.vmap_seeds else (), jnp.int32)
+    states.append(TrainState(params, model_state, opt_state, step))
+    epoch_keys.append(keys)
+  return states, epoch_keys
+
+
+@dataclasses.dataclass
+class EpochRecorder:
+  """Per-epoch training and test metrics of every seed group, the last epoch's predictions and
+  the time spent training and evaluating."""
+
+  history: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=lambda: {
+      "train_loss": [], "train_accuracy": [], "test_loss": [], "test_accuracy": []})
+  predictions: list[np.ndarray] = dataclasses.field(default_factory=list)
+  train_time_s: float = 0.0
+  eval_time_s: float = 0.0
+  _epoch: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)
+
+  def start_epoch(self) -> None:
+    self._epoch = {key: [] for key in self.history}
+    self.predictions = []
+
+  def add_group(self, train_metrics: Mapping[str, Any], evaluation: Mapping[str, Any],
+                num_test: int) -> None:
+    """Records one seed group's epoch: its training metrics and its test evaluation."""
+    for split, values in (("train", train_metrics), ("test", evaluation)):
+      self._epoch[f"{split}_loss"].append(np.atleast_1d(values["loss"]))
+      self._epoch[f"{split}_accuracy"].append(np.atleast_1d(values["accuracy"]))
+    self.predictions.append(np.asarray(evaluation["predictions"]).reshape(-1, num_test))
+
+  def end_epoch(self) -> None:
+    for key, values in self._epoch.items():
+      self.history[key].append(np.concatenate(values))
+
+  def curves(self) -> dict[str, np.ndarray]:
+    """Each metric as ``(seeds, epochs)`` float64."""
+    return {key: np.stack(values, axis=1).astype(np.float64)
+            for key, values in self.history.items()}
 
 
 @functools.cache
