@@ -133,10 +133,9 @@ def check_replaceable(workdir: Path) -> None:
   It may if it does not exist, is empty, or holds an earlier comparison (its ``summary.json``),
   which the new run replaces whole. Any other folder is left alone.
   """
+  cli.check_workdir(str(workdir))
   if not workdir.exists():
     return
-  if not workdir.is_dir():
-    raise cli.ConfigError(f"--workdir={workdir} is a file; pass a folder (new, or a run's).")
   if any(workdir.iterdir()) and not (workdir / "summary.json").is_file():
     raise cli.ConfigError(
         f"--workdir={workdir} holds files that are not a comparison's (no summary.json); "

@@ -18,8 +18,8 @@ COMMAND = re.compile(
 
 def documented_files() -> list[Path]:
   files = [REPO / "README.md", REPO / "Makefile"]
-  files += [path for path in (REPO / "docs").rglob("*.md") if not path.parts[-2].startswith("_")
-            and "_build" not in path.parts and "_autosummary" not in path.parts]
+  files += [path for path in (REPO / "docs").rglob("*.md")
+            if not any(part.startswith("_") for part in path.relative_to(REPO).parts)]
   for folder in ("experiments", "benchmarks", "configs"):
     files += sorted((REPO / folder).rglob("*.py"))
   return files
