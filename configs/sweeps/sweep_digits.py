@@ -49,6 +49,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.divergence_factor = 10.0
   # Trials per compiled vmapped call; memory grows linearly with it. The last chunk is padded.
   config.chunk_size = 64
+  # Devices the trial axis is sharded over: 0 = every device (of every process); each trains
+  # its share of a chunk, rounded up to a multiple of the devices.
+  config.devices = 0
+  # Multi-process runs (jax.distributed; fields as the distributed job's, docs/distributed.md);
+  # empty: one process, unless the JAX_COORDINATOR_ADDRESS/... environment says otherwise.
+  config.distributed = ml_collections.ConfigDict({})
   # With --sequential: runs per optimizer timed with the Python loop (then extrapolated).
   config.python_loop_runs = 2
   # With --sequential: the vmapped and sequential sweeps are each run (and timed) this many

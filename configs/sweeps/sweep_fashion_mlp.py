@@ -37,6 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.validation_fraction = 0.1
   config.divergence_factor = 10.0
   config.chunk_size = 6  # 6, 6, 6 and 18 trials: little padding.
+  config.devices = 0  # every device
+  config.distributed = ml_collections.ConfigDict({})
   config.python_loop_runs = 1
   config.timing_repeats = 1
   config.compilation_cache_dir = ""

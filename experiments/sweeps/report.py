@@ -164,8 +164,8 @@ def plot_sensitivity(path: Path, records: Sequence[Mapping[str, Any]], title: st
       finite = [r for r in by_rate[rate] if not r["diverged"]]
       chosen.append(max(finite, key=lambda r: r["validation_accuracy"]) if finite else None)
     accuracy = np.array([c["test_accuracy"] if c else np.nan for c in chosen])
-    # A grid gives a curve; random learning rates do not repeat, so they are drawn as points.
-    style = "o" if rows[0].get("search") == "random" else "o-"
+    # A grid gives a curve; drawn learning rates (random, Optuna) do not repeat: points.
+    style = "o-" if str(rows[0].get("search", "grid")).startswith("grid") else "o"
     axes.plot(rates, accuracy, style, color=color, label=name, markersize=4)
     failed = [rate for rate, c in zip(rates, chosen, strict=True) if c is None]
     axes.plot(failed, np.zeros(len(failed)), "x", color=color, markersize=8)

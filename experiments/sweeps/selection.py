@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 
+# What every sweep chooses its best trial by: the held-out validation split, never the test set.
+SELECTION_METRIC = "validation_accuracy"
+
 # A run's final metrics, one scalar each; a trial function also returns the per-epoch training
 # losses (``epoch_train_loss``).
 RUN_METRICS = (

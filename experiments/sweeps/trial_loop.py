@@ -32,9 +32,8 @@ from experiments.common import cli
 from experiments.common import hardware as hardware_lib
 from experiments.sweeps import selection
 from experiments.sweeps.search_space import optimizer_trials, search_kind
+from experiments.sweeps.selection import SELECTION_METRIC
 from experiments.sweeps.validation_split import stratified_split
-
-SELECTION_METRIC = "validation_accuracy"
 
 
 def validation_dataset(dataset: data_lib.Dataset, fraction: float, seed: int) -> data_lib.Dataset:

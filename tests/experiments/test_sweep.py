@@ -18,7 +18,7 @@ import pytest
 
 from experiments.classification import data as data_lib
 from experiments.classification import train
-from experiments.sweeps import report, search_space, selection, sweep, validation_split
+from experiments.sweeps import program, report, search_space, selection, sweep, validation_split
 
 DIVERGING_LEARNING_RATE = 1e30
 
@@ -49,6 +49,8 @@ def tiny_config() -> ml_collections.ConfigDict:
   config.validation_fraction = 0.25
   config.divergence_factor = 10.0
   config.chunk_size = 3
+  config.devices = 0
+  config.distributed = ml_collections.ConfigDict({})
   config.python_loop_runs = 1
   config.timing_repeats = 2
   config.trial_randomness = "shared"
@@ -107,7 +109,7 @@ def test_random_trials_follow_their_distributions_and_seed():
         ("sgd", {"grid": {"learning_rate": [0.1], "decay": [0.9]}}, "unknown hyperparameters"),
         ("rmsprop", {"grid": {"decay": [0.9]}}, "learning_rate"),
         ("sgd", {"grid": {"learning_rate": []}}, "grid\\['learning_rate'\\]"),
-        ("sgd", {}, "exactly one of 'grid' or 'random'"),
+        ("sgd", {}, "exactly one of 'grid', 'random', 'tpe', 'qmc'"),
         ("sgd", {"random": {"learning_rate": ("log_uniform", 1e-3, 1.0)}}, "num_trials"),
         ("sgd", {"num_trials": 2, "random": {"learning_rate": ("log_uniform", 0.0, 1.0)}},
          "low > 0"),
@@ -126,12 +128,12 @@ def test_bad_search_spaces_are_rejected_with_the_argument_named(name, entry, mes
 
 
 def test_chunks_have_one_shape_and_the_last_is_padded_with_a_real_trial():
-  chunks = sweep.chunk_slices(7, 3)
+  chunks = program.chunk_slices(7, 3)
   assert [real for _, real in chunks] == [3, 3, 1]
   assert all(indices.shape == (3,) for indices, _ in chunks)
   np.testing.assert_array_equal(chunks[-1][0], [6, 6, 6])
   with pytest.raises(ValueError, match="chunk_size"):
-    sweep.chunk_slices(7, 0)
+    program.chunk_slices(7, 0)
 
 
 def test_bad_sweep_config_is_rejected_before_training(tmp_path):
@@ -153,21 +155,21 @@ def test_one_compilation_serves_every_chunk():
   """Different hyperparameter values in every chunk: one trace, one cache entry."""
   dataset = tiny_dataset()
   data = validation_split.split_validation(dataset, 0.25)
-  setup = sweep.TrainingSetup(
+  setup = program.TrainingSetup(
       spec=train.ModelSpec.create("mlp", dataset.image_shape, 10, {"hidden_sizes": (8,)}),
       optimizer="rmsprop", fixed=(), batch_size=40, num_epochs=1,
   )
   traces: dict[str, int] = {}
-  program = sweep.make_chunk_program(sweep.make_trial_fn(setup, traces))
-  keys = sweep.seed_keys([0])
+  chunk_program = program.make_chunk_program(program.make_trial_fn(setup, traces))
+  keys = program.run_keys([0], 1, "shared")
   results = []
   for rates, decays in [([1e-3, 1e-2], [0.9, 0.9]), ([3e-3, 3e-2], [0.5, 0.99]),
                         ([1e-4, 1e-1], [0.999, 0.8])]:
     hparams = {"learning_rate": jnp.asarray(rates, jnp.float32),
                "decay": jnp.asarray(decays, jnp.float32)}
-    results.append(program(hparams, keys, data)["train_loss"])
+    results.append(chunk_program(hparams, keys, data)["train_loss"])
   assert traces == {"rmsprop": 1}
-  assert program._cache_size() == 1  # type: ignore[attr-defined]  # jit's compiled entries
+  assert chunk_program._cache_size() == 1  # type: ignore[attr-defined]  # jit's compiled entries
   assert len({float(loss[0, 0]) for loss in results}) == 3  # the values did reach the program
 
 
@@ -175,15 +177,15 @@ def test_vmapped_trial_equals_the_same_trial_trained_alone():
   """A trial in a chunk (next to a blowing-up one) matches jit(trial) run on its own."""
   dataset = tiny_dataset()
   data = validation_split.split_validation(dataset, 0.25)
-  setup = sweep.TrainingSetup(
+  setup = program.TrainingSetup(
       spec=train.ModelSpec.create("mlp", dataset.image_shape, 10, {"hidden_sizes": (8,)}),
       optimizer="rmsprop", fixed=(("momentum", 0.5),), batch_size=40, num_epochs=2,
   )
-  trial_fn = sweep.make_trial_fn(setup)
+  trial_fn = program.make_trial_fn(setup)
   swept = {"learning_rate": np.array([3e-3, DIVERGING_LEARNING_RATE, 1e-2]),
            "decay": np.array([0.9, 0.9, 0.99])}
-  keys = sweep.seed_keys([5, 6])
-  together, _ = sweep.run_vmapped(trial_fn, swept, keys, data, chunk_size=3)
+  keys = program.run_keys([5, 6], 3, "shared")
+  together, _ = program.run_vmapped(trial_fn, swept, keys, data, chunk_size=3)
   assert selection.diverged_runs(together, 23.0)[1].all()
   alone = jax.jit(trial_fn)
   for trial in (0, 2):
@@ -335,14 +337,14 @@ def test_plots_of_a_random_search(tmp_path):
 
 
 def test_run_keys_shared_or_drawn_per_trial():
-  shared = sweep.run_keys([3, 4], 5, "shared")
+  shared = program.run_keys([3, 4], 5, "shared")
   assert shared.shape == (2,)
-  per_trial = sweep.run_keys([3, 4], 5, "per_trial")
+  per_trial = program.run_keys([3, 4], 5, "per_trial")
   assert per_trial.shape == (5, 2)
   raw = np.asarray(jax.random.key_data(per_trial)).reshape(10, -1)
   assert len({tuple(row) for row in raw}) == 10  # every run its own key
   with pytest.raises(ValueError, match="trial_randomness"):
-    sweep.run_keys([3], 5, "independent")
+    program.run_keys([3], 5, "independent")
 
 
 def test_random_search_sweep_end_to_end(tmp_path):
