@@ -18,10 +18,25 @@ REPO = Path(__file__).resolve().parents[1]
 MIN_SHARD_SIZE = 256
 
 
+def xla_flags(devices: int | None = None) -> str:
+  """``XLA_FLAGS`` for a subprocess: the test process's own, with ``devices`` simulated devices.
+
+  The parent's flags (``--xla_cpu_max_isa`` above all) are kept, so that a subprocess compiles
+  the kernels the test process compiles (a bitwise comparison with it then holds by
+  construction, and a run under ``XLA_FLAGS=--xla_cpu_max_isa=AVX`` tests AVX kernels
+  throughout); only the device count is replaced (dropped when ``devices`` is None).
+  """
+  kept = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
+          if not flag.startswith("--xla_force_host_platform_device_count=")]
+  if devices is not None:
+    kept.append(f"--xla_force_host_platform_device_count={devices}")
+  return " ".join(kept)
+
+
 def run_in_subprocess(code: str, *, devices: int, timeout: float, cwd: Path = REPO) -> str:
   """Runs ``code`` in a fresh interpreter with ``devices`` simulated CPU devices; its stdout."""
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = xla_flags(devices)
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   completed = subprocess.run(

@@ -34,7 +34,10 @@ def train(learning_rate, decay, num_steps=300):
   """One whole training run. The hyperparameters are ordinary (traced) arguments."""
   global traces
   traces += 1
-  optimizer = rmsprop_jax.rmsprop(learning_rate, decay=decay)
+  # Decaying the rate to 0 lets every trial settle, so its final loss says how good the
+  # hyperparameters are rather than where an oscillation happened to stop.
+  schedule = optax.cosine_decay_schedule(learning_rate, decay_steps=num_steps)
+  optimizer = rmsprop_jax.rmsprop(schedule, decay=decay)
   params = init_params(key_init)  # the same initialization for every trial
 
   def step(carry, _):

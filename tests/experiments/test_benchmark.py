@@ -71,15 +71,17 @@ def test_paired_rounds_rotate_the_order_and_pair_the_ratios():
 
 @pytest.mark.parametrize("options", [{}, {"momentum": 0.9}, {"centered": True}])
 def test_bf16_state_compiles_without_copies(options):
-  """Regression guard for the bf16 fix: no copy of a donated accumulator, and no more passes
-  over memory than optax.rmsprop's float32 step in the same configuration."""
+  """Regression guard for the bf16 fix (the step once copied every donated accumulator): no
+  more passes over parameter-sized memory than our own and optax.rmsprop's float32 step in the
+  same configuration. Compared with each other, not with fixed counts, which a new XLA release
+  may change for every program alike."""
   size = 4096
   ours = rmsprop_jax.rmsprop(1e-3, accumulator_dtype=jnp.bfloat16, **options)
+  ours_float32 = rmsprop_jax.rmsprop(1e-3, **options)
   reference = optax.rmsprop(1e-3, eps_in_sqrt=False, **options)
-  passes = benchmark.hlo_passes(ours, size)
-  reference_passes = benchmark.hlo_passes(reference, size)
-  assert passes["copies"] == 0, passes
-  assert passes["fusions"] <= reference_passes["fusions"] + reference_passes["copies"], passes
+  passes = sum(benchmark.hlo_passes(ours, size).values())
+  assert passes <= sum(benchmark.hlo_passes(ours_float32, size).values())
+  assert passes <= sum(benchmark.hlo_passes(reference, size).values())
 
 
 def test_float32_variants_make_no_more_passes_than_optax():
@@ -110,7 +112,8 @@ def test_quick_run_writes_the_reports(tmp_path):
       assert case["ratio_to_reference"][name] > 0
     assert all(value > 0 for value in case["median_ms"].values())
   assert [case["num_leaves"] for case in saved["cases"]] == [1, 1]
-  assert saved["cases"][0]["hlo_passes"]["rmsprop_jax bf16"]["copies"] == 0
+  first_passes = saved["cases"][0]["hlo_passes"]
+  assert sum(first_passes["rmsprop_jax bf16"].values()) <= sum(first_passes["rmsprop_jax"].values())
 
   state = result["state_bytes"]
   assert state["optax.sgd"] == 0
@@ -123,7 +126,9 @@ def test_quick_run_writes_the_reports(tmp_path):
 
   assert set(saved["compile"]["compile_s"]) == set(config.compile_programs)
   assert saved["sweep"]["available"] is False
-  assert saved["hlo_passes"]["optax.sgd"] == {"fusions": 1, "copies": 0}
+  # SGD's step is the floor every other program is compared with (counts depend on XLA's release).
+  sgd_passes = sum(saved["hlo_passes"]["optax.sgd"].values())
+  assert 1 <= sgd_passes <= min(sum(passes.values()) for passes in saved["hlo_passes"].values())
   for path in saved["plots"]:
     with open(path, "rb") as handle:
       assert handle.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -38,7 +38,7 @@ from experiments.distributed.checkpointing import (
   DataPosition,
   TrainCheckpointer,
 )
-from tests.conftest import REPO, result_line, run_in_subprocess, tiny_config
+from tests.conftest import REPO, result_line, run_in_subprocess, tiny_config, xla_flags
 
 TOTAL_STEPS = 22  # One epoch of the digits training set at batch 64.
 STOP_STEP = 11
@@ -157,8 +157,11 @@ def test_corrupted_newest_checkpoint_falls_back_and_stays_exact(
 
 def test_trainer_takes_the_steps_of_train_py(runs: dict[str, Any]) -> None:
   # The sharded trainer runs train.train_step batch by batch; train.py's train_epoch scans the
-  # same step over the same permutation and keys. Same seed derivation, bitwise the same result
-  # on one device (measured; XLA compiles the scanned and the single step alike here).
+  # same step over the same permutation and keys. The two are different compiled programs, and
+  # XLA may order a reduction differently in each (it does not on every CPU and release), so
+  # they are compared as test_sharding compares two layouts of the same run: integers exactly,
+  # floats to 1e-4 after these 22 steps. Control: another epoch key (another data order and
+  # dropout) moves the weights by far more.
   config = resume_config()
   dataset = train.load_config_dataset(config)
   spec = train.model_spec(config, dataset)
@@ -170,11 +173,22 @@ def test_trainer_takes_the_steps_of_train_py(runs: dict[str, Any]) -> None:
   epoch = jax.jit(functools.partial(
       train.train_epoch, train.model_graphdef(spec), optimizer, batch_size=config.batch_size
   ))
-  state, _ = epoch(train.init_train_state(spec, optimizer, init_key),
-                   dataset.train_images, dataset.train_labels, epoch_key)
+  initial = train.init_train_state(spec, optimizer, init_key)
+  state, _ = epoch(initial, dataset.train_images, dataset.train_labels, epoch_key)
   scanned = checkpointing.flatten_state(jax.device_get(state))
+  other_order, _ = epoch(initial, dataset.train_images, dataset.train_labels,
+                         jax.random.fold_in(epoch_key, 1))
+  other = checkpointing.flatten_state(jax.device_get(other_order))
+  assert max(float(np.max(np.abs(other[key] - value))) for key, value in scanned.items()
+             if key.startswith("params/")) > 1e-2
   stepped = checkpointing.flatten_state(jax.device_get(runs["straight"].state))
-  assert_bitwise_equal(stepped, scanned)
+  assert set(stepped) == set(scanned)
+  for key, value in scanned.items():
+    assert stepped[key].dtype == value.dtype, key
+    if np.issubdtype(value.dtype, np.floating):
+      np.testing.assert_allclose(stepped[key], value, rtol=0, atol=1e-4, err_msg=key)
+    else:
+      np.testing.assert_array_equal(stepped[key], value, err_msg=key)
 
 
 def test_resume_refuses_a_different_data_order(runs: dict[str, Any], tmp_path: Path) -> None:
@@ -354,7 +368,7 @@ def train_command(config_file: Path, workdir: Path, *overrides: str) -> list[str
 
 
 def subprocess_env() -> dict[str, str]:
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(devices=1))
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   return env
 

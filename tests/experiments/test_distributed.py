@@ -24,7 +24,7 @@ from experiments.common import optimizers as optimizer_lib
 from experiments.distributed import checkpointing, sharding
 from experiments.distributed import multihost as distributed
 from experiments.distributed import train as train_distributed
-from tests.conftest import REPO, result_line, tiny_config
+from tests.conftest import REPO, result_line, tiny_config, xla_flags
 
 NUM_PROCESSES = 2
 DEVICES_PER_PROCESS = 2
@@ -64,7 +64,7 @@ def launch_two_processes(workdir: Path, timeout: float = 300) -> list[dict[str, 
   """Starts both workers, waits for both, returns their reports (kills both on failure)."""
   port = free_port()
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}"
+  env["XLA_FLAGS"] = xla_flags(DEVICES_PER_PROCESS)
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES,

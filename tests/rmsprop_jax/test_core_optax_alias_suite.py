@@ -63,23 +63,40 @@ def rmsprop_cases(module: Any) -> dict[str, list[tuple[str, dict[str, Any]]]]:
   cases: dict[str, list[tuple[str, dict[str, Any]]]] = {method: [] for method in METHODS}
   for name, generated in vars(module.AliasTest).items():
     original = getattr(generated, "__wrapped__", None)
-    if original is None or original.__name__ not in cases:
+    if original is None or getattr(original, "__name__", None) not in cases:
       continue
     params = inspect.getclosurevars(generated).nonlocals.get("testcase_params")
     if isinstance(params, dict) and params.get("opt_name") == "rmsprop" and (
-        "momentum" not in params["opt_kwargs"]
+        "momentum" not in params.get("opt_kwargs", {})
     ):
       cases[original.__name__].append((name, params))
   return cases
 
 
+def shape_change(module: Any) -> str | None:
+  """What in optax's file no longer has the shape this test relies on, or None.
+
+  The test reaches into the file's internals (``AliasTest``, ``_get_opt``, the closures absl
+  leaves); a new optax release may reshape them without any change users see, so such a change
+  skips the test, naming what moved, rather than failing it.
+  """
+  if not isinstance(getattr(module, "AliasTest", None), type):
+    return "it defines no AliasTest class"
+  if not callable(getattr(module, "_get_opt", None)):
+    return "it has no _get_opt(test_case, opt_name) to route 'rmsprop' through"
+  missing = [method for method, found in rmsprop_cases(module).items() if not found]
+  if missing:
+    return f"no parameterized rmsprop cases were found for {missing}"
+  return None
+
+
 @pytest.fixture(scope="module")
 def suite():
   module = load_alias_test()
-  cases = rmsprop_cases(module)
-  missing = [method for method, found in cases.items() if not found]
-  assert not missing, f"optax's AliasTest no longer has rmsprop cases for {missing}"
-  return module, cases
+  problem = shape_change(module)
+  if problem is not None:
+    pytest.skip(f"optax {optax.__version__}'s _src/alias_test.py changed shape: {problem}")
+  return module, rmsprop_cases(module)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -103,3 +120,11 @@ def test_optax_alias_suite_passes_with_rmsprop_jax(suite, monkeypatch, method, c
     except Exception as error:
       grid = {k: getattr(v, "__name__", v) for k, v in params.items()}
       raise AssertionError(f"optax's AliasTest.{method} failed at {grid}") from error
+
+
+def test_a_reshaped_optax_file_is_named_not_failed():
+  class Reshaped:  # as if a release renamed _get_opt
+    AliasTest = unittest.TestCase
+
+  assert "_get_opt" in str(shape_change(Reshaped))
+  assert "AliasTest" in str(shape_change(type("Empty", (), {})))

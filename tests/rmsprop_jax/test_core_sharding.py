@@ -10,15 +10,11 @@ the compiled update must contain no collective.
 from __future__ import annotations
 
 import functools
-import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import result_line, run_in_subprocess
 
 CHECK = r"""
 import json, re
@@ -92,18 +88,7 @@ print("RESULT " + json.dumps({"devices": jax.device_count(), "results": results}
 
 @functools.cache
 def report() -> dict[str, Any]:
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-  env["JAX_PLATFORMS"] = "cpu"
-  env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-  completed = subprocess.run(
-      [sys.executable, "-c", CHECK], cwd=REPO, env=env, capture_output=True, text=True,
-      timeout=600,
-  )
-  assert completed.returncode == 0, completed.stderr[-6000:]
-  lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-  assert lines, completed.stdout[-3000:]
-  return json.loads(lines[-1][len("RESULT "):])
+  return result_line(run_in_subprocess(CHECK, devices=8, timeout=600))
 
 
 MODES = ("auto_eager", "explicit_eager", "explicit_jit")
