@@ -79,19 +79,16 @@ class HalvingResult:
   epoch_losses: list[np.ndarray]  # per trial, (seeds, epochs_trained)
   schedule: list[Segment]
   compiled_widths: list[int]  # distinct call widths, in order of first use
-  compilations: int  # compiled programs: one initialisation, one per (width, segment length)
+  compilations: int  # compiled programs: one per (width, segment length)
   timing: ModeTiming
 
 
 class _Programs:
-  """The initialisation and segment programs of one setup, compiled once per shape."""
+  """The segment programs of one setup (the first also initialises), compiled once per shape."""
 
   def __init__(self, setup: TrainingSetup, mesh: TrialMesh, per_trial_keys: bool,
                trace_counter: dict[str, int] | None):
     parts = make_run_parts(setup)
-
-    def init(hparams: dict[str, jax.Array], key: jax.Array, data: SweepData) -> Any:
-      return parts.init(hparams, key, data)[0]
 
     def segment(hparams: dict[str, jax.Array], state: Any, epoch_keys: jax.Array,
                 data: SweepData) -> tuple[Any, jax.Array, dict[str, jax.Array]]:
@@ -100,11 +97,17 @@ class _Programs:
       state, losses = parts.train_epochs(hparams, state, epoch_keys, data)
       return state, losses, parts.evaluate(state, data)
 
+    def start(hparams: dict[str, jax.Array], key: jax.Array, epoch_keys: jax.Array,
+              data: SweepData) -> tuple[Any, jax.Array, dict[str, jax.Array]]:
+      return segment(hparams, parts.init(hparams, key, data)[0], epoch_keys, data)
+
     key_axis = 0 if per_trial_keys else None
-    init_trials = jax.vmap(jax.vmap(init, in_axes=(None, 0, None)), in_axes=(0, key_axis, None))
+    # The first segment initialises the states in the same program (one compilation fewer).
+    start_trials = jax.vmap(jax.vmap(start, in_axes=(None, 0, 0, None)),
+                            in_axes=(0, key_axis, key_axis, None))
     segment_trials = jax.vmap(jax.vmap(segment, in_axes=(None, 0, 0, None)),
                               in_axes=(0, 0, key_axis, None))
-    self.init = jax.jit(mesh.shard(init_trials, (True, per_trial_keys, False)))
+    self.start = jax.jit(mesh.shard(start_trials, (True, per_trial_keys, per_trial_keys, False)))
     self.segment = jax.jit(mesh.shard(segment_trials, (True, True, per_trial_keys, False)))
     self.gather = jax.jit(lambda tree, rows: jax.tree.map(lambda leaf: leaf[rows], tree),
                           out_shardings=mesh.sharding(True))
@@ -168,16 +171,16 @@ def run_halving(
     if width not in widths:
       widths.append(width)
     chunk = mesh.put({name: values[trials] for name, values in hparams.items()}, True)
+    span = mesh.put(
+        (epoch_keys[trials] if per_trial else epoch_keys)[..., segment.start:segment.end],
+        per_trial,
+    )
     if state is None:
-      state = programs.call(
-          "init", chunk, mesh.put(keys[trials] if per_trial else keys, per_trial), global_data
-      )
+      run_key = mesh.put(keys[trials] if per_trial else keys, per_trial)
+      state, losses, metrics = programs.call("start", chunk, run_key, span, global_data)
     else:  # re-pack the survivors' states into the narrower call
       state = programs.gather(state, mesh.put(rows_of_alive[padding], over_trials=False))
-    span = (epoch_keys[trials] if per_trial else epoch_keys)[..., segment.start:segment.end]
-    state, losses, metrics = programs.call(
-        "segment", chunk, state, mesh.put(span, per_trial), global_data
-    )
+      state, losses, metrics = programs.call("segment", chunk, state, span, global_data)
     losses, metrics = mesh.fetch((losses, metrics))
     metrics = {name: value[:count] for name, value in metrics.items()}
     for row, trial in enumerate(alive):

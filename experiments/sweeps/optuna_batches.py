@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -55,6 +55,8 @@ def run_optuna_batches(
     seed: int,
     loss_limit: float,
     progress: Any = None,
+    on_round: Callable[[dict[str, np.ndarray]], None] | None = None,
+    study: Any = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], ModeTiming, list[int]]:
   """Asks, trains and tells ``num_trials`` trials, ``trials_per_round`` per compiled call.
 
@@ -71,6 +73,9 @@ def run_optuna_batches(
     seed: the sampler's seed.
     loss_limit: the final training loss above which a run diverged.
     progress: a tqdm bar, updated per trial.
+    on_round: called after each round's tell with that round's metrics (``(count, seeds)``).
+    study: an Optuna study (direction ``maximize``) to continue; default a new one with the
+      ``search`` sampler seeded with ``seed``.
 
   Returns:
     The hyperparameters of every trial in the order asked (float64 arrays), their metrics
@@ -80,7 +85,8 @@ def run_optuna_batches(
   import optuna
 
   optuna.logging.set_verbosity(optuna.logging.WARNING)
-  study = optuna.create_study(direction="maximize", sampler=make_sampler(search, seed))
+  if study is None:
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(search, seed))
   per_trial = keys.ndim == 2
   width = runner.mesh.width(trials_per_round)
   names = sorted(space)
@@ -110,6 +116,8 @@ def run_optuna_batches(
     rounds.extend([round_index] * count)
     if progress is not None:
       progress.update(count)
+    if on_round is not None:
+      on_round(metrics)
   # The run time covers asking, training and telling; the one compilation is timed apart.
   timing.compile_s, timing.compile_cpu_s = runner.compile_s, runner.compile_cpu_s
   timing.record(time.perf_counter() - wall - runner.compile_s,
