@@ -5,8 +5,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= configs/classification/digits.py
+# The library versions the tests and the documented numbers were verified with.
+CONSTRAINTS := tests/constraints.txt
+PIP_INSTALL := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
+# pytest-xdist: one worker per core (at most 8); a module's tests stay on one worker, so its
+# module-scoped trainings run once.
+PYTEST_PARALLEL ?= -n auto --maxprocesses 8 --dist loadscope
 
-.PHONY: run test lint bench sweep fashion fashion-cnn distributed docs venv clean
+.PHONY: run test test-fast test-docs lint bench sweep fashion fashion-cnn distributed docs venv clean
 
 venv: $(PY)
 
@@ -14,17 +20,17 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Stamp files re-install when pyproject.toml changes.
-$(VENV)/.experiments-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[experiments]"
+# Stamp files re-install when pyproject.toml or the pinned versions change.
+$(VENV)/.experiments-installed: pyproject.toml $(CONSTRAINTS) | $(PY)
+	$(PIP_INSTALL) -e ".[experiments]"
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[test]"
+$(VENV)/.test-installed: pyproject.toml $(CONSTRAINTS) | $(PY)
+	$(PIP_INSTALL) -e ".[test]"
 	touch $@ $(VENV)/.experiments-installed
 
-$(VENV)/.docs-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[docs]"
+$(VENV)/.docs-installed: pyproject.toml $(CONSTRAINTS) | $(PY)
+	$(PIP_INSTALL) -e ".[docs]"
 	touch $@
 
 run: $(VENV)/.experiments-installed
@@ -36,7 +42,17 @@ lint: $(VENV)/.test-installed
 	$(PY) -m mypy
 
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
+
+# The library's own tests and doctests but those marked slow (no experiments, no docs): the
+# lane for changes to rmsprop_jax/, within a minute on 2 cores.
+test-fast: $(VENV)/.test-installed
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow" tests/rmsprop_jax rmsprop_jax
+
+# The documentation's tests alone (recipes' printed outputs, snippets, commands); CI runs them
+# once more as an older CPU would: XLA_FLAGS=--xla_cpu_max_isa=AVX make test-docs.
+test-docs: $(VENV)/.test-installed
+	$(PY) -m pytest $(PYTEST_PARALLEL) tests/docs
 
 bench: $(VENV)/.experiments-installed
 	$(PY) -m benchmarks.update_step

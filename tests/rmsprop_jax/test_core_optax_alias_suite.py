@@ -20,6 +20,9 @@ import pytest
 
 import rmsprop_jax
 
+# Left out of `make test-fast`: optax's whole AliasTest grid, 36 cases (~60 s of CPU).
+pytestmark = pytest.mark.slow
+
 ALIAS_TEST = os.path.join(os.path.dirname(optax.__file__), "_src", "alias_test.py")
 METHODS = (
     "test_optimization",

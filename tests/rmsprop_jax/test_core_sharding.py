@@ -16,6 +16,9 @@ import pytest
 
 from tests.conftest import result_line, run_in_subprocess
 
+# Left out of `make test-fast`: a fresh interpreter with 8 simulated devices (~25 s).
+pytestmark = pytest.mark.slow
+
 CHECK = r"""
 import json, re
 import jax, jax.numpy as jnp, optax
