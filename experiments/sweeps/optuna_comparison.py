@@ -53,6 +53,7 @@ from experiments.sweeps.search_space import check_space, grid_trials, random_tri
 from experiments.sweeps.selection import (
   SELECTION_METRIC,
   best_trial,
+  diverged_runs,
   divergence_loss_limit,
   trial_records,
 )
@@ -211,12 +212,9 @@ def _records_pick(comparison: Comparison, swept: Mapping[str, np.ndarray],
 
 def _finite_accuracies(comparison: Comparison, metrics: Mapping[str, np.ndarray]) -> list[float]:
   """Per trial, the seed-mean validation accuracy, NaN for a trial with a diverged seed."""
-  from experiments.sweeps.selection import diverged_runs
-
-  diverged = np.asarray(diverged_runs(metrics, comparison.loss_limit)).any(axis=1)
+  diverged = np.asarray(diverged_runs(metrics, comparison.loss_limit).any(axis=1))
   accuracy = np.mean(metrics[SELECTION_METRIC], axis=1)
-  return [float("nan") if bad else float(value) for bad, value in zip(diverged, accuracy,
-                                                                      strict=True)]
+  return np.where(diverged, np.nan, accuracy).astype(float).tolist()
 
 
 def run_vmapped_chunks(comparison: Comparison, swept: Mapping[str, np.ndarray],

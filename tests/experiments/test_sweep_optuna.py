@@ -49,7 +49,8 @@ class StandIn:
 
 def run(stand_in: StandIn, search: str, num_trials: int, per_round: int, **kwargs: Any):
   return optuna_batches.run_optuna_batches(
-      stand_in, search, SPACE, num_trials, per_round, keys=np.zeros(1), seed=0,
+      stand_in, search, SPACE, num_trials, per_round, keys=np.zeros(1),  # type: ignore[arg-type]
+      seed=0,
       loss_limit=23.0, **kwargs,
   )
 
