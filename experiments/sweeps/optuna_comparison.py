@@ -458,7 +458,7 @@ def plot_best_vs_time(path: Path, summary: Mapping[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  """``python -m experiments.sweeps.optuna_comparison --config ...optuna_comparison.py:digits``."""
+  """The command line (see the module docstring for the command)."""
 
   def compare(config: ml_collections.ConfigDict, workdir: str) -> None:
     summary = run_comparison(config, workdir)

@@ -154,7 +154,9 @@ def test_zero_gradient_with_eps_zero_gives_zero_update_not_nan(options):
     expected = reference.step({"w": np.asarray(grad)}, {"w": np.zeros(4)})["w"]
     chex.assert_tree_all_finite(updates)
     np.testing.assert_array_equal(updates["w"][0], 0.0)
-    np.testing.assert_allclose(updates["w"], expected, rtol=1e-6)
+    # float32 against a float64 re-derivation: Nesterov's g + momentum * m subtracts nearly
+    # equal terms at entry 3, so a few float32 roundings show at 1e-6 on some CPUs.
+    np.testing.assert_allclose(updates["w"], expected, rtol=1e-5)
   with np.errstate(invalid="ignore"):
     assert np.isnan(np.float32(0.0) / (np.sqrt(np.float32(0.0)) + np.float32(0.0)))  # the bug
 
