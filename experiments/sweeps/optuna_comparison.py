@@ -161,8 +161,10 @@ def run_comparison(
   runs = {}
   for method in config.methods:
     runs[method] = METHOD_RUNNERS[method](comparison)
-    print(f"{method}: best validation accuracy {runs[method].best_validation_accuracy} in "
-          f"{runs[method].wall_s:.1f} s, {runs[method].trial_epochs} trial-epochs", flush=True)
+    best = runs[method].best_validation_accuracy
+    found = "no pick (every trial diverged)" if best is None else f"{best:.4f}"
+    print(f"{method}: best validation accuracy {found} in {runs[method].wall_s:.1f} s, "
+          f"{runs[method].trial_epochs} trial-epochs", flush=True)
   summary = build_summary(comparison, runs)
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -463,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   def compare(config: ml_collections.ConfigDict, workdir: str) -> None:
     summary = run_comparison(config, workdir)
     for key, value in summary["goals"].items():
-      print(f"{key}: {value}")
+      print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     print(f"wrote {workdir}/comparison.json, comparison.md and best_vs_time.png")
 
   cli.run_job(compare, default_config="configs/sweeps/optuna_comparison.py", argv=argv)
