@@ -24,6 +24,7 @@ def rmsprop(
     weight_decay: hp.Scalar = 0.0,
     weight_decay_mask: Any | None = None,
     accumulator_dtype: Any | None = None,
+    mu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""RMSprop (Hinton, 2012) with the options of every major framework.
 
@@ -93,7 +94,14 @@ def rmsprop(
       ``static_args=("accumulator_dtype",)``: a dtype is callable and would be taken for a
       schedule. bfloat16 keeps 8 mantissa bits, so an average with a long horizon stalls
       below its value (steady gradient: decay 0.99 about 20 % low, 0.999 at a quarter);
-      keep float32 state for decays above about 0.9 (docs/recipes/bfloat16.md).
+      keep float32 state for decays above about 0.9 (docs/recipes/bfloat16.md), or use an
+      unbiased state format of :mod:`rmsprop_jax.formats` (``formats.bfloat16()``,
+      ``formats.int8()``, ``formats.factored()``; docs/memory.md). ``None`` stores each
+      accumulator in its parameter's compute dtype (float32 for float16/bfloat16 parameters,
+      whose own dtype would underflow :math:`g^2`). A non-floating dtype is refused.
+    mu_dtype: the format (or float dtype) of :math:`\mu` and the momentum buffer; ``None``
+      uses ``accumulator_dtype`` (a factored format's per-element fallback). Static under
+      ``optax.inject_hyperparams`` like ``accumulator_dtype``.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -127,7 +135,9 @@ def rmsprop(
     momentum_stage = optax.identity()
   else:
     momentum_stage = transform.momentum_buffer(
-        momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype
+        momentum,
+        nesterov=nesterov,
+        accumulator_dtype=accumulator_dtype if mu_dtype is None else mu_dtype,
     )
   return optax.chain(
       transform.scale_by_rmsprop(
@@ -138,6 +148,7 @@ def rmsprop(
           centered=centered,
           bias_correction=bias_correction,
           accumulator_dtype=accumulator_dtype,
+          mu_dtype=mu_dtype,
       ),
       transform.scale_by_learning_rate(learning_rate),
       momentum_stage,

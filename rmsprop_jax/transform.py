@@ -3,9 +3,10 @@
 Each function returns an ``optax.GradientTransformation`` over any pytree, with a ``NamedTuple``
 state. Hyperparameters may be Python numbers, arrays or tracers (see
 :mod:`rmsprop_jax.hyperparameters`). Arithmetic, hyperparameters included, runs in each leaf's
-``promote_types(dtype, float32)``; accumulators are stored in ``accumulator_dtype`` (default: the
-parameter's dtype) and built with ``jnp.full_like``, so each keeps its parameter's sharding;
-updates are returned in the gradient's dtype.
+``promote_types(dtype, float32)``; accumulators are stored in a state format of
+:mod:`rmsprop_jax.formats` (a dtype, or ``None``: the parameter's compute dtype) and built with
+``jnp.full_like``, so each keeps its parameter's sharding; updates are returned in the
+gradient's dtype.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from rmsprop_jax import formats
 from rmsprop_jax import hyperparameters as hp
+from rmsprop_jax.formats import compute_dtype
 from rmsprop_jax.tree_checks import check_floating, check_same_tree
 
 
@@ -57,6 +61,18 @@ class MomentumState(NamedTuple):
   trace: optax.Updates
 
 
+class CountedMomentumState(NamedTuple):
+  """State of :func:`momentum_buffer` with a stochastically rounded buffer.
+
+  Attributes:
+    count: number of updates applied so far (int32 scalar), folded into the rounding's seed.
+    trace: the heavy-ball buffer, one leaf per parameter.
+  """
+
+  count: chex.Array
+  trace: optax.Updates
+
+
 class ScheduleCountState(NamedTuple):
   """State of the transformations that take a learning rate (a number or a schedule).
 
@@ -70,11 +86,6 @@ class ScheduleCountState(NamedTuple):
   count: chex.Array
 
 
-def compute_dtype(dtype: Any) -> jnp.dtype:
-  """The dtype arithmetic runs in: at least float32 (bfloat16/float16 are upcast)."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
 def real_dtype(dtype: Any) -> jnp.dtype:
   """The real dtype hyperparameters and second moments take for a leaf of ``dtype``.
 
@@ -84,36 +95,55 @@ def real_dtype(dtype: Any) -> jnp.dtype:
   return jnp.finfo(compute_dtype(dtype)).dtype
 
 
-def _storage_dtype(leaf: Any, accumulator_dtype: Any, *, real: bool, path: str, name: str) -> Any:
-  """Dtype of an accumulator leaf for parameter ``leaf``."""
-  leaf_dtype = jnp.result_type(leaf)
-  is_complex = jnp.issubdtype(leaf_dtype, jnp.complexfloating)
-  if accumulator_dtype is None:
-    return jnp.finfo(leaf_dtype).dtype if real and is_complex else leaf_dtype
-  accumulator_dtype = jnp.dtype(accumulator_dtype)
-  if is_complex and not real and not jnp.issubdtype(accumulator_dtype, jnp.complexfloating):
-    raise ValueError(
-        f"accumulator_dtype={accumulator_dtype} cannot hold {name} for the complex parameter "
-        f"{path} ({leaf_dtype}); use accumulator_dtype=None or a complex dtype."
-    )
-  return accumulator_dtype
+def _accumulators_like(params: Any, fill: Any, fmt: formats.Format, *, role: formats.Role):
+  """One ``fill``-valued accumulator per parameter leaf, in format ``fmt``.
 
-
-def _accumulators_like(params: Any, fill: Any, accumulator_dtype: Any, *, real: bool, name: str):
-  """One ``fill``-valued accumulator per parameter leaf, with that leaf's shape and sharding.
-
-  ``jnp.full_like`` (unlike ``jnp.full(shape, ...)``) places each accumulator like its parameter:
-  eagerly on any mesh, and under ``jit`` where the sharding is part of the type (explicit axes).
+  The formats build each leaf with ``jnp.full_like`` (unlike ``jnp.full(shape, ...)``), which
+  places it like its parameter: eagerly on any mesh, and under ``jit`` where the sharding is
+  part of the type (explicit axes).
   """
   check_floating(params, tree_name="params")
+  fmt = fmt.for_role(role)
 
   def leaf_fn(path, leaf):
-    dtype = _storage_dtype(
-        leaf, accumulator_dtype, real=real, path=jax.tree_util.keystr(path), name=name
-    )
-    return jnp.full_like(leaf, fill, dtype=dtype)
+    return fmt.init(leaf, fill, role=role, path=jax.tree_util.keystr(path))
 
   return jax.tree_util.tree_map_with_path(leaf_fn, params)
+
+
+def _accumulate(
+    fmt: formats.Format, updates: Any, state: Any, step: Any, *, role: formats.Role, name: str
+):
+  """``step(g, stored, leaf_index, fmt)`` per leaf -> (new state tree, tree of values used).
+
+  Each stored leaf is first checked to be what ``fmt`` stores (a clear error for a state, such
+  as a restored checkpoint, made with another format).
+  """
+  fmt = fmt.for_role(role)
+  leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(updates)
+  leaves = [leaf for _, leaf in leaves_with_path]
+  stored = treedef.flatten_up_to(state)  # type: ignore[attr-defined]
+  for (path, g), s in zip(leaves_with_path, stored, strict=True):
+    fmt.check_state(s, np.shape(g), role=role, where=f"{name}{jax.tree_util.keystr(path)}")
+  results = [step(g, s, i, fmt) for i, (g, s) in enumerate(zip(leaves, stored, strict=True))]
+  new_state = jax.tree.unflatten(treedef, [r[0] for r in results])
+  values = jax.tree.unflatten(treedef, [r[1] for r in results])
+  return new_state, values
+
+
+def _step_key(fmt: formats.Format, seed_role: formats.Role, count: Any, salt: int):
+  fmt = fmt.for_role(seed_role)
+  if not fmt.stochastic:
+    return None
+  return formats.step_key(getattr(fmt, "seed", 0), count, salt)
+
+
+def _check_mu_format(mu_format: formats.Format) -> None:
+  if isinstance(mu_format, formats.FactoredFormat):
+    raise ValueError(
+        "mu_dtype cannot be formats.factored(): only the second moment nu can be factored; "
+        "pass formats.factored(fallback=...) as accumulator_dtype to choose mu's format."
+    )
 
 
 def _abs_sq(x: jax.Array) -> jax.Array:
@@ -131,6 +161,7 @@ def scale_by_rmsprop(
     centered: bool = False,
     bias_correction: bool = False,
     accumulator_dtype: Any | None = None,
+    mu_dtype: Any | None = None,
 ) -> optax.GradientTransformation:
   r"""Divides updates by the root of a moving average of their squares (RMSprop's preconditioner).
 
@@ -149,23 +180,32 @@ def scale_by_rmsprop(
   otherwise. :math:`\nu_0` = ``initial_scale``, :math:`\mu_0 = 0`. No learning rate is applied:
   chain :func:`scale_by_learning_rate` (or ``optax.scale_by_learning_rate``) after it.
 
+  Centered *and* bias-corrected, the first step's variance estimate is exactly
+  :math:`g_1^2 - g_1^2 = 0`, so the first update is :math:`g_1/\epsilon` (``lr=0.1``, ``g=0.5``,
+  ``eps=1e-8``: :math:`-5\times10^6`). Ways out: ``bias_correction=False`` (the first update is
+  then :math:`g/\sqrt{(1-\rho)\rho}\,g`), a learning-rate warm-up, or a much larger ``eps``.
+
   Args:
     decay: :math:`\rho` in [0, 1], the averaging constant (PyTorch's ``alpha``, Keras'
-      ``rho``).
+      ``rho``); 1 is refused with ``bias_correction`` (:math:`1-\rho^t = 0`).
     eps: :math:`\epsilon \ge 0`, added to the denominator for numerical stability. With
-      ``eps=0`` a gradient entry that is 0 while its :math:`\nu` is 0 gets update 0, not
-      :math:`0/0`.
+      ``eps=0`` an entry whose denominator is 0 (a zero gradient while :math:`\nu` is 0, or a
+      gradient so small that its square underflows) gets its gradient as update, not
+      :math:`0/0` or :math:`\pm\infty`, and ``jax.grad`` through the update stays finite.
     eps_in_sqrt: add ``eps`` inside the square root (Keras, TF1, optax's default) instead of
       outside it (PyTorch, this library's default).
     initial_scale: :math:`\nu_0 \ge 0`; TF1 starts at 1.0, everything else at 0.
     centered: divide by an estimate of the gradient's standard deviation instead of its root
       mean square (Graves, 2013).
     bias_correction: divide the moving averages by :math:`1-\rho^t` as Adam does.
-    accumulator_dtype: dtype to *store* ``nu`` and ``mu`` in (e.g. ``jnp.bfloat16`` halves the
-      state); arithmetic still runs in :func:`compute_dtype` on the stored (rounded) averages.
-      ``None`` keeps the parameters' dtype. In bfloat16 a step's change below half the
-      spacing near ``nu`` is rounded away, so with decays above about 0.9 ``nu`` stalls below
-      its value (docs/recipes/bfloat16.md).
+    accumulator_dtype: how to *store* ``nu`` (and ``mu`` unless ``mu_dtype`` is given): a
+      state format of :mod:`rmsprop_jax.formats` (``formats.bfloat16()``, ``formats.int8()``,
+      ``formats.factored()``, ``formats.bitsandbytes_int8()``) or a float dtype (rounded to
+      nearest; ``jnp.bfloat16`` halves the state but stalls for decays above about 0.9,
+      docs/recipes/bfloat16.md). ``None`` stores the parameter's compute dtype (float32 for
+      float16/bfloat16 parameters, whose own dtype would underflow :math:`g^2`). Arithmetic
+      runs in :func:`compute_dtype`. A non-floating dtype is refused.
+    mu_dtype: the format of ``mu`` (``None``: ``accumulator_dtype``'s, or its fallback).
 
   Returns:
     An ``optax.GradientTransformation`` with state :class:`ScaleByRmsPropState` or
@@ -188,20 +228,36 @@ def scale_by_rmsprop(
   hp.check_scalar("decay", decay, minimum=0.0, maximum=1.0)
   hp.check_scalar("eps", eps, minimum=0.0)
   hp.check_scalar("initial_scale", initial_scale, minimum=0.0)
-  if accumulator_dtype is not None:
-    accumulator_dtype = jnp.dtype(accumulator_dtype)
+  if bias_correction and not hp.is_traced(decay) and float(np.asarray(decay)) == 1.0:
+    raise ValueError(
+        "decay=1 with bias_correction=True divides by 1 - decay**t = 0; use decay < 1 or "
+        "bias_correction=False."
+    )
+  nu_format = formats.as_format(accumulator_dtype, name="accumulator_dtype")
+  if centered and isinstance(nu_format, formats.FactoredFormat):
+    raise ValueError(
+        "centered=True cannot use accumulator_dtype=formats.factored(): the factored estimate "
+        "of nu is not at least mu**2 entry by entry, so nu - mu**2 is 0 (an update of g/eps) "
+        "wherever it underestimates. Use centered=False or a per-element format."
+    )
+  if mu_dtype is None:
+    mu_format = nu_format
+  else:
+    mu_format = formats.as_format(mu_dtype, name="mu_dtype")
+    _check_mu_format(mu_format)
 
   def init_fn(params: optax.Params):
     count = jnp.zeros([], jnp.int32)
-    nu = _accumulators_like(params, initial_scale, accumulator_dtype, real=True, name="nu")
+    nu = _accumulators_like(params, initial_scale, nu_format, role="nu")
     if centered:
-      mu = _accumulators_like(params, 0.0, accumulator_dtype, real=False, name="mu")
+      mu = _accumulators_like(params, 0.0, mu_format, role="signed")
       return ScaleByCenteredRmsPropState(count=count, mu=mu, nu=nu)
     return ScaleByRmsPropState(count=count, nu=nu)
 
   def update_fn(updates: optax.Updates, state, params: optax.Params | None = None):
     del params
-    check_same_tree(updates, state.nu, tree_name="updates", reference_name="optimizer state's nu")
+    check_same_tree(updates, state.nu, tree_name="updates", reference_name="optimizer state's nu",
+                    is_leaf=formats.is_encoded)
     check_floating(updates, tree_name="updates")
     count = optax.safe_increment(state.count)
 
@@ -210,14 +266,17 @@ def scale_by_rmsprop(
         return average
       return average / (1.0 - hp.as_dtype(decay, real) ** count.astype(real))
 
-    def moving_average(g, average, value_fn):
-      # Accumulators are rounded to their storage dtype, and `scale` reads the stored value
-      # back (a no-op for float32 storage). With bfloat16 storage this keeps XLA to one pass
-      # per output: reading the unrounded value instead makes the update pass read the old
-      # accumulator while another pass overwrites it in place, so XLA copies the donated buffer.
-      rho = hp.as_dtype(decay, real_dtype(g.dtype))
-      value = value_fn(g.astype(compute_dtype(g.dtype)))
-      return ((1.0 - rho) * value + rho * average.astype(value.dtype)).astype(average.dtype)
+    def averaging(value_fn, role, key):
+      # Each format rounds the new average into its storage; the update uses the value the
+      # format returns (for dtypes the stored value read back, a no-op for float32 storage:
+      # with bfloat16 storage this keeps XLA to one pass per output; reading the unrounded
+      # value instead makes the update pass read the old accumulator while another pass
+      # overwrites it in place, so XLA copies the donated buffer).
+      def step(g, stored, leaf_index, fmt):
+        rho = hp.as_dtype(decay, real_dtype(g.dtype))
+        increment = (1.0 - rho) * value_fn(g.astype(compute_dtype(g.dtype)))
+        return fmt.accumulate(stored, rho, increment, role=role, key=key, leaf_index=leaf_index)
+      return step
 
     def scale(g, nu, mu=None):
       real = real_dtype(g.dtype)
@@ -229,21 +288,31 @@ def scale_by_rmsprop(
         mu_hat = debiased(mu.astype(g_wide.dtype), real)
         variance = jnp.maximum(variance - _abs_sq(mu_hat), 0.0)
       epsilon = hp.as_dtype(eps, real)
+      # With eps = 0 the denominator is 0 where the variance is (a zero gradient while nu is
+      # still 0, or a gradient whose square underflows): such an entry's update is g itself,
+      # and the denominator is replaced there too, so that neither branch holds inf or NaN
+      # (jax.grad through jnp.where sees both). Elsewhere this is bit for bit the plain formula.
       if eps_in_sqrt:
-        scaling = jax.lax.rsqrt(variance + epsilon)
+        guard = variance + epsilon == 0
+        scaling = jax.lax.rsqrt(jnp.where(guard, 1.0, variance + epsilon))
       else:
-        scaling = 1.0 / (jnp.sqrt(variance) + epsilon)
-      # With eps = 0, a zero gradient where nu is still 0 would give 0 * inf = NaN; its update
-      # is 0 (g itself). Elsewhere scaling is finite and scaling * 0 is g, bit for bit.
-      scaled = jnp.where((g_wide == 0) & (variance == 0), g_wide, scaling * g_wide)
+        guard = (variance == 0) & (epsilon == 0)
+        scaling = 1.0 / (jnp.sqrt(jnp.where(guard, 1.0, variance)) + epsilon)
+      scaled = jnp.where(guard, g_wide, scaling * g_wide)
       return scaled.astype(g.dtype)
 
-    new_nu = jax.tree.map(lambda g, nu: moving_average(g, nu, _abs_sq), updates, state.nu)
+    nu_key = _step_key(nu_format, "nu", count, 0)
+    new_nu, nu_values = _accumulate(
+        nu_format, updates, state.nu, averaging(_abs_sq, "nu", nu_key), role="nu",
+        name="nu")
     if centered:
-      new_mu = jax.tree.map(lambda g, mu: moving_average(g, mu, lambda x: x), updates, state.mu)
-      new_updates = jax.tree.map(scale, updates, new_nu, new_mu)
+      mu_key = _step_key(mu_format, "signed", count, 1)
+      new_mu, mu_values = _accumulate(
+          mu_format, updates, state.mu, averaging(lambda x: x, "signed", mu_key),
+          role="signed", name="mu")
+      new_updates = jax.tree.map(scale, updates, nu_values, mu_values)
       return new_updates, ScaleByCenteredRmsPropState(count=count, mu=new_mu, nu=new_nu)
-    new_updates = jax.tree.map(scale, updates, new_nu)
+    new_updates = jax.tree.map(scale, updates, nu_values)
     return new_updates, ScaleByRmsPropState(count=count, nu=new_nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -319,43 +388,57 @@ def momentum_buffer(
   Args:
     momentum: :math:`\beta` in [0, 1).
     nesterov: use Nesterov's look-ahead form.
-    accumulator_dtype: dtype to store the buffer in; the output is the stored (rounded) buffer.
-      ``None`` keeps the parameters' dtype.
+    accumulator_dtype: the buffer's format (:mod:`rmsprop_jax.formats`, the signed map for
+      ``formats.int8()``; a factored format's fallback) or float dtype; the output is the value
+      the format returns (for dtypes the stored, rounded buffer). ``None`` stores the
+      parameters' compute dtype (float32 for float16/bfloat16 parameters). With a stochastic
+      format the state is :class:`CountedMomentumState`, whose step count seeds the rounding.
 
   Returns:
-    An ``optax.GradientTransformation`` with state :class:`MomentumState`.
+    An ``optax.GradientTransformation`` with state :class:`MomentumState` (or
+    :class:`CountedMomentumState` for stochastic rounding).
   """
   hp.check_scalar("momentum", momentum, minimum=0.0, maximum=1.0, include_maximum=False)
-  if accumulator_dtype is not None:
-    accumulator_dtype = jnp.dtype(accumulator_dtype)
+  trace_format = formats.as_format(accumulator_dtype, name="accumulator_dtype")
+  _check_mu_format(trace_format.for_role("signed"))
+  counted = trace_format.for_role("signed").stochastic
 
   def init_fn(params: optax.Params):
-    return MomentumState(
-        trace=_accumulators_like(params, 0.0, accumulator_dtype, real=False, name="trace")
-    )
+    trace = _accumulators_like(params, 0.0, trace_format, role="signed")
+    if counted:
+      return CountedMomentumState(count=jnp.zeros([], jnp.int32), trace=trace)
+    return MomentumState(trace=trace)
 
-  def update_fn(updates: optax.Updates, state: MomentumState, params: optax.Params | None = None):
+  def update_fn(updates: optax.Updates, state, params: optax.Params | None = None):
     del params
     check_same_tree(
-        updates, state.trace, tree_name="updates", reference_name="momentum buffer"
+        updates, state.trace, tree_name="updates", reference_name="momentum buffer",
+        is_leaf=formats.is_encoded,
     )
     check_floating(updates, tree_name="updates")
+    count = optax.safe_increment(state.count) if counted else None
+    key = _step_key(trace_format, "signed", count, 2) if counted else None
 
-    def new_trace(u, trace):
-      # As in scale_by_rmsprop: round to the storage dtype; `output` reads the stored buffer.
+    def new_trace(u, stored, leaf_index, fmt):
+      # As in scale_by_rmsprop: the format rounds to its storage; `output` reads its value.
       dtype = compute_dtype(u.dtype)
       beta = hp.as_dtype(momentum, real_dtype(u.dtype))
-      return (u.astype(dtype) + beta * trace.astype(dtype)).astype(trace.dtype)
+      return fmt.accumulate(
+          stored, beta, u.astype(dtype), role="signed", key=key, leaf_index=leaf_index)
 
-    def output(u, trace):
-      dtype = compute_dtype(u.dtype)
-      result = trace.astype(dtype)
+    def output(u, value):
+      result = value
       if nesterov:
+        dtype = compute_dtype(u.dtype)
         result = u.astype(dtype) + hp.as_dtype(momentum, real_dtype(u.dtype)) * result
       return result.astype(u.dtype)
 
-    trace = jax.tree.map(new_trace, updates, state.trace)
-    return jax.tree.map(output, updates, trace), MomentumState(trace=trace)
+    trace, values = _accumulate(
+        trace_format, updates, state.trace, new_trace, role="signed", name="trace")
+    new_updates = jax.tree.map(output, updates, values)
+    if counted:
+      return new_updates, CountedMomentumState(count=count, trace=trace)
+    return new_updates, MomentumState(trace=trace)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

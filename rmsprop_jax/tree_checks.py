@@ -7,6 +7,7 @@ path of the offending leaf.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -14,7 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def check_same_tree(tree: Any, reference: Any, *, tree_name: str, reference_name: str) -> None:
+def check_same_tree(
+    tree: Any,
+    reference: Any,
+    *,
+    tree_name: str,
+    reference_name: str,
+    is_leaf: Callable[[Any], bool] | None = None,
+) -> None:
   """Raises ``ValueError`` unless ``tree`` has ``reference``'s structure and leaf shapes.
 
   Args:
@@ -22,9 +30,12 @@ def check_same_tree(tree: Any, reference: Any, *, tree_name: str, reference_name
     reference: the pytree it must match (the optimizer state's accumulator).
     tree_name: how to call ``tree`` in the message, e.g. ``"updates"``.
     reference_name: how to call ``reference`` in the message.
+    is_leaf: marks nodes of ``reference`` that stand for one leaf (an encoded accumulator of
+      :mod:`rmsprop_jax.formats`); such a node's ``shape`` is the shape compared.
   """
   leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
-  reference_leaves, reference_treedef = jax.tree_util.tree_flatten_with_path(reference)
+  reference_leaves, reference_treedef = jax.tree_util.tree_flatten_with_path(
+      reference, is_leaf=is_leaf)
   if treedef != reference_treedef:  # type: ignore[operator]  # PyTreeDef stubs lack __ne__
     paths = {jax.tree_util.keystr(path) for path, _ in leaves}
     reference_paths = {jax.tree_util.keystr(path) for path, _ in reference_leaves}
@@ -43,10 +54,11 @@ def check_same_tree(tree: Any, reference: Any, *, tree_name: str, reference_name
         + ". Pass gradients with the same structure as the params given to init."
     )
   for (path, leaf), (_, reference_leaf) in zip(leaves, reference_leaves, strict=True):
-    if np.shape(leaf) != np.shape(reference_leaf):
+    reference_shape = tuple(getattr(reference_leaf, "shape", np.shape(reference_leaf)))
+    if np.shape(leaf) != reference_shape:
       raise ValueError(
           f"Leaf {jax.tree_util.keystr(path)} of the {tree_name} has shape {np.shape(leaf)}, "
-          f"but the {reference_name} holds shape {np.shape(reference_leaf)} for it. Shapes "
+          f"but the {reference_name} holds shape {reference_shape} for it. Shapes "
           "must match exactly; nothing is broadcast."
       )
 

@@ -1,0 +1,810 @@
+r"""State formats: how an accumulator leaf (``nu``, ``mu``, the momentum buffer) is stored.
+
+A format turns the float value an accumulator takes after a step into what is kept between
+steps, and back. :func:`rmsprop_jax.scale_by_rmsprop` and :func:`rmsprop_jax.momentum_buffer`
+call one method per leaf, :meth:`Format.accumulate`, which computes
+
+.. math::
+
+  a_t = \text{increment} + s\cdot\mathrm{decode}(\text{state}_{t-1}), \qquad
+  \text{state}_t = \mathrm{encode}(a_t)
+
+(``s`` is :math:`\rho` for the moving averages, :math:`\beta` for the momentum buffer) and
+returns the value the update uses. A plain dtype (``accumulator_dtype=jnp.bfloat16``) is
+:func:`dtype`: rounding to nearest, exactly as before formats existed. Stochastic rounding draws
+its random bits from the step count folded into the format's ``seed`` (see :func:`random_bits`),
+with integer operations only, so the same inputs give the same bits under ``jit`` and across
+reruns, and XLA cannot simplify the rounding away.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Role = Literal["nu", "signed"]
+"""``"nu"``: a real second moment, never negative; ``"signed"``: ``mu`` or the momentum buffer."""
+
+ROUNDINGS = ("stochastic", "nearest")
+
+
+def compute_dtype(dtype: Any) -> jnp.dtype:
+  """The dtype arithmetic runs in: at least float32 (bfloat16/float16 are upcast)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _check_rounding(rounding: Any) -> None:
+  if rounding not in ROUNDINGS:
+    raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}.")
+
+
+def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _check_seed(seed: Any) -> None:
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+    raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Random bits.
+
+
+def step_key(seed: int, count: jax.Array, salt: int) -> jax.Array:
+  """The key of one step: ``fold_in(fold_in(PRNGKey(seed), count), salt)``.
+
+  ``salt`` separates the accumulators of one optimizer (0: ``nu``, 1: ``mu``, 2: the momentum
+  buffer); :func:`random_bits` folds in the leaf's index.
+  """
+  return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), count), salt)
+
+
+def _mix(x: jax.Array) -> jax.Array:
+  """A 32-bit integer hash (the "lowbias32" finaliser: xor-shift, multiply, twice)."""
+  x = x ^ (x >> 16)
+  x = x * jnp.uint32(0x7FEB352D)
+  x = x ^ (x >> 15)
+  x = x * jnp.uint32(0x846CA68B)
+  return x ^ (x >> 16)
+
+
+def random_bits(key: jax.Array, leaf_index: int, shape: tuple[int, ...]) -> jax.Array:
+  r"""Uniform ``uint32`` bits of ``shape`` for leaf ``leaf_index`` of the step ``key``.
+
+  Two words drawn from ``fold_in(key, leaf_index)`` seed a counter-based hash of each entry's
+  row-major index: :math:`h(h(i \oplus k_0) + k_1)`. Cheaper than drawing ``shape`` bits from
+  the key (a hash of about ten integer operations per entry), computed shard by shard from
+  ``iota`` under sharding, and a pure function of (seed, count, leaf, index).
+  """
+  words = jax.random.bits(jax.random.fold_in(key, leaf_index), (2,), jnp.uint32)
+  index = jnp.zeros(shape, jnp.uint32)
+  stride = 1
+  for axis in reversed(range(len(shape))):
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride % 2**32)
+    stride *= shape[axis]
+  return _mix(_mix(index ^ words[0]) + words[1])
+
+
+def _uniform(bits: jax.Array) -> jax.Array:
+  """float32 in [0, 1) from the top 24 bits."""
+  return (bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
+
+
+# ---------------------------------------------------------------------------------------------
+# The formats.
+
+
+class Format:
+  """Base of the state formats: one leaf's storage, hashable so it can be a static argument.
+
+  Subclasses are frozen dataclasses and implement :meth:`init`, :meth:`accumulate` and
+  :meth:`decode`. ``stochastic`` formats need a key in :meth:`accumulate`.
+  """
+
+  stochastic: ClassVar[bool] = False
+
+  def init(self, leaf: jax.Array, fill: Any, *, role: Role, path: str) -> Any:
+    """The stored form of an accumulator for parameter ``leaf``, every entry ``fill``."""
+    raise NotImplementedError
+
+  def accumulate(
+      self, state: Any, scale: jax.Array, increment: jax.Array, *, role: Role,
+      key: jax.Array | None, leaf_index: int,
+  ) -> tuple[Any, jax.Array]:
+    """``encode(increment + scale * decode(state))`` and the value the update uses.
+
+    ``increment`` is in the compute dtype (real for ``nu``); the value returned has its dtype.
+    """
+    raise NotImplementedError
+
+  def decode(self, state: Any, dtype: Any) -> jax.Array:
+    """The stored accumulator as an array of the parameter's shape and ``dtype``."""
+    raise NotImplementedError
+
+  def for_role(self, role: Role) -> Format:
+    """The format that holds ``role`` (a factored format falls back for ``mu``)."""
+    del role
+    return self
+
+  def stored_kind(self, shape: tuple[int, ...], *, role: Role) -> str:
+    """What :meth:`init` stores for a parameter of ``shape``: ``"array"`` or an encoded type."""
+    del shape, role
+    return "array"
+
+  def check_state(self, state: Any, shape: tuple[int, ...], *, role: Role, where: str) -> None:
+    """Raises ``ValueError`` unless ``state`` was made by this format (not another's checkpoint).
+
+    Args:
+      state: one stored accumulator (an array or an encoded leaf).
+      shape: its parameter's shape.
+      role: ``"nu"`` or ``"signed"``.
+      where: how to name the accumulator in the message (e.g. ``"nu['w']"``).
+    """
+    expected = self.stored_kind(tuple(shape), role=role)
+    found = type(state).__name__ if is_encoded(state) else "array"
+    if expected == "array" and found == "array":
+      wanted = self.array_dtype()
+      dtype = getattr(state, "dtype", None)
+      if dtype is None:
+        return
+      if wanted is None:
+        # The parameter's compute dtype: never narrower than float32.
+        if jnp.finfo(dtype).bits >= 32:
+          return
+        found, expected = f"a {jnp.dtype(dtype)} array", "a float32 (or wider) array"
+      elif jnp.dtype(dtype) == wanted:
+        return
+      else:
+        found, expected = f"a {jnp.dtype(dtype)} array", f"a {wanted} array"
+    elif expected == found:
+      return
+    raise ValueError(
+        f"The optimizer state's {where} is stored as {found}, but the state format {self!r} "
+        f"stores it as {expected}: the state (a restored checkpoint?) was made with another "
+        "accumulator_dtype. Restore it into an optimizer with the format it was saved with, or "
+        "initialise a new state."
+    )
+
+  def array_dtype(self) -> jnp.dtype | None:
+    """The dtype a per-element stored array must have (``None``: any)."""
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class DtypeFormat(Format):
+  """Per-element storage in a float dtype, rounded to nearest (``None``: the parameter's).
+
+  ``None`` stores each accumulator in :func:`compute_dtype` of its parameter: float32 for
+  bfloat16, float16 and float32 parameters, float64 for float64, complex64/128 for complex
+  (real for ``nu``). float16 or bfloat16 *storage* must be asked for: a float16 ``nu``
+  underflows for gradients below about 2.4e-4 (``g**2 < 6e-8``), and its update explodes.
+
+  The update reads the stored (rounded) value back: with float32 storage a no-op, bit for bit
+  what the library computed before formats existed.
+  """
+
+  dtype: Any = None
+
+  def storage_dtype(self, leaf: Any, *, role: Role, path: str) -> jnp.dtype:
+    leaf_dtype = compute_dtype(jnp.result_type(leaf))
+    is_complex = jnp.issubdtype(leaf_dtype, jnp.complexfloating)
+    if self.dtype is None:
+      return jnp.finfo(leaf_dtype).dtype if role == "nu" and is_complex else leaf_dtype
+    dtype = jnp.dtype(self.dtype)
+    if is_complex and role == "signed" and not jnp.issubdtype(dtype, jnp.complexfloating):
+      raise ValueError(
+          f"accumulator_dtype={dtype} cannot hold mu or the momentum buffer for the complex "
+          f"parameter {path} ({jnp.result_type(leaf)}); use accumulator_dtype=None or a complex "
+          "dtype."
+      )
+    return dtype
+
+  def init(self, leaf, fill, *, role, path):
+    return jnp.full_like(leaf, fill, dtype=self.storage_dtype(leaf, role=role, path=path))
+
+  def array_dtype(self):
+    return None if self.dtype is None else jnp.dtype(self.dtype)
+
+  def accumulate(self, state, scale, increment, *, role, key, leaf_index):
+    del role, key, leaf_index
+    stored = (increment + scale * state.astype(increment.dtype)).astype(state.dtype)
+    return stored, stored.astype(increment.dtype)
+
+  def decode(self, state, dtype):
+    return state.astype(dtype)
+
+
+def dtype(value: Any = None) -> DtypeFormat:
+  """A plain float dtype, rounded to nearest (what ``accumulator_dtype=value`` means).
+
+  Raises:
+    ValueError: for a non-floating dtype (``int8`` is not a quantized format: see :func:`int8`).
+  """
+  if value is None:
+    return DtypeFormat(None)
+  try:
+    resolved = jnp.dtype(value)
+  except TypeError as error:
+    raise TypeError(
+        f"accumulator_dtype must be a float dtype or a rmsprop_jax.formats format, got "
+        f"{value!r}."
+    ) from error
+  if not jnp.issubdtype(resolved, jnp.inexact):
+    raise ValueError(
+        f"accumulator_dtype={resolved} is not a floating dtype: an integer accumulator would "
+        "truncate the moving average (its first update is about -1e5). For 8-bit state use "
+        "accumulator_dtype=rmsprop_jax.formats.int8()."
+    )
+  return DtypeFormat(resolved)
+
+
+def _stochastic_bfloat16(value: jax.Array, bits: jax.Array) -> jax.Array:
+  r"""float32 -> bfloat16 rounded up or down with probabilities that make it unbiased.
+
+  Adding 16 uniform bits to the low half of the float32 bit pattern and truncating carries
+  into the kept half with probability (dropped part) / (bfloat16 spacing): for
+  :math:`x` between neighbours :math:`a < x < b`, :math:`P(b) = (x-a)/(b-a)` and
+  :math:`E[\mathrm{round}(x)] = x`. Integer operations only; NaN is kept.
+  """
+  pattern = jax.lax.bitcast_convert_type(value, jnp.uint32)
+  rounded = (pattern + (bits >> 16)) & jnp.uint32(0xFFFF0000)
+  result = jax.lax.bitcast_convert_type(rounded, jnp.float32)
+  return jnp.where(jnp.isnan(value), value, result).astype(jnp.bfloat16)
+
+
+@dataclasses.dataclass(frozen=True)
+class BFloat16Format(Format):
+  """bfloat16 storage (2 bytes per entry), rounded stochastically (unbiased) or to nearest."""
+
+  rounding: str = "stochastic"
+  seed: int = 0
+
+  def __post_init__(self):
+    _check_rounding(self.rounding)
+    _check_seed(self.seed)
+
+  @property
+  def stochastic(self) -> bool:  # type: ignore[override]
+    return self.rounding == "stochastic"
+
+  def init(self, leaf, fill, *, role, path):
+    if role == "signed" and jnp.iscomplexobj(leaf):
+      raise ValueError(
+          f"accumulator_dtype=formats.bfloat16() cannot hold mu or the momentum buffer for the "
+          f"complex parameter {path}; use a complex dtype or None."
+      )
+    return jnp.full_like(leaf, fill, dtype=jnp.bfloat16)
+
+  def array_dtype(self):
+    return jnp.dtype(jnp.bfloat16)
+
+  def accumulate(self, state, scale, increment, *, role, key, leaf_index):
+    del role
+    value = increment + scale * state.astype(increment.dtype)
+    if self.rounding == "nearest" or increment.dtype != jnp.float32:
+      stored = value.astype(jnp.bfloat16)
+    else:
+      assert key is not None
+      stored = _stochastic_bfloat16(value, random_bits(key, leaf_index, value.shape))
+    return stored, stored.astype(increment.dtype)
+
+  def decode(self, state, dtype):
+    return state.astype(dtype)
+
+
+def bfloat16(rounding: str = "stochastic", *, seed: int = 0) -> BFloat16Format:
+  """bfloat16 state, 2 bytes per parameter; stochastic rounding (the default) is unbiased.
+
+  Rounding to nearest drops every change below half a bfloat16 spacing (8 mantissa bits), so a
+  moving average with decay 0.99 or 0.999 stalls below its value; stochastic rounding rounds
+  up with probability (dropped part)/(spacing), so the stored average is right on average.
+  The update uses the stored value.
+
+  Args:
+    rounding: ``"stochastic"`` or ``"nearest"`` (``nearest`` equals ``jnp.bfloat16``).
+    seed: folded with the step count into the rounding's random bits.
+  """
+  return BFloat16Format(rounding, seed)
+
+
+# --- block-wise 8-bit ------------------------------------------------------------------------
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Int8Leaf:
+  """One accumulator in :func:`int8`: ``codes`` (the parameter's shape) and a scale per block."""
+
+  codes: jax.Array
+  scales: jax.Array
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return tuple(self.codes.shape)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class BitsandbytesInt8Leaf:
+  """One accumulator in :func:`bitsandbytes_int8`: uint8 codes and a float32 absmax per block."""
+
+  bnb_codes: jax.Array
+  bnb_absmax: jax.Array
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return tuple(self.bnb_codes.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Blocks:
+  """Blocks of a leaf: ``group`` rows of ``width`` entries of its 2-D view ``(rows, columns)``.
+
+  Rows at least ``block_size`` long are cut into blocks of ``block_size`` (the last one padded
+  with zeros); shorter rows are grouped ``block_size // columns`` to a block.
+  """
+
+  shape: tuple[int, ...]
+  rows: int
+  columns: int
+  block_size: int
+
+  @property
+  def group(self) -> int:
+    return max(1, self.block_size // self.columns)
+
+  @property
+  def width(self) -> int:
+    return min(self.block_size, self.columns)
+
+  @property
+  def row_blocks(self) -> int:
+    return -(-self.rows // self.group)
+
+  @property
+  def column_blocks(self) -> int:
+    return -(-self.columns // self.width)
+
+  def split(self, x: jax.Array) -> jax.Array:
+    """``x`` as ``(row_blocks, group, column_blocks, width)``, zero-padded."""
+    x = x.reshape(self.rows, self.columns)
+    pad_rows = self.row_blocks * self.group - self.rows
+    pad_columns = self.column_blocks * self.width - self.columns
+    if pad_rows or pad_columns:
+      x = jnp.pad(x, ((0, pad_rows), (0, pad_columns)))
+    return x.reshape(self.row_blocks, self.group, self.column_blocks, self.width)
+
+  def join(self, blocks: jax.Array) -> jax.Array:
+    x = blocks.reshape(self.row_blocks * self.group, self.column_blocks * self.width)
+    return x[: self.rows, : self.columns].reshape(self.shape)
+
+
+def _log_map(codes: int, decades: float) -> np.ndarray:
+  r"""``codes + 1`` values: 0, then :math:`10^{-D (n-i)/(n-1)}`, :math:`i = 1..n` (ending at 1)."""
+  i = np.arange(1, codes + 1, dtype=np.float64)
+  return np.concatenate([[0.0], 10.0 ** (-decades * (codes - i) / (codes - 1))]).astype(np.float32)
+
+
+def _round_to_table(
+    magnitude: jax.Array, table: jax.Array, first: jax.Array, *, u: jax.Array | None,
+    zero_exact: bool,
+) -> jax.Array:
+  """Index into the sorted ``table`` (``table[0] == 0``) for ``magnitude`` in [0, 1].
+
+  ``first`` is a first guess of the lower neighbour (from a logarithm), corrected by one
+  comparison each way. ``u`` (uniform in [0, 1)) rounds stochastically: up with probability
+  :math:`(x - t_{lo})/(t_{hi} - t_{lo})`, else to nearest. ``zero_exact``: only 0 maps to
+  code 0; a positive value below the smallest code rounds to it (never to 0).
+  """
+  last = table.shape[0] - 1
+  lo = jnp.clip(first, 0, last)
+  lo = jnp.where(table[lo] > magnitude, lo - 1, lo)
+  lo = jnp.clip(lo, 0, last)
+  lo = jnp.where((lo < last) & (table[jnp.minimum(lo + 1, last)] <= magnitude), lo + 1, lo)
+  hi = jnp.minimum(lo + 1, last)
+  below, above = table[lo], table[hi]
+  if u is None:
+    up = (magnitude - below) >= (above - magnitude)
+  else:
+    up = u * (above - below) < (magnitude - below)
+  index = jnp.where(up & (hi > lo), hi, lo)
+  if zero_exact:
+    index = jnp.where((magnitude > 0) & (index == 0), 1, index)
+  return index
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Format(Format):
+  r"""Block-wise 8-bit state: a code per entry and a float32 scale (the absmax) per block.
+
+  ``nu`` (:math:`\ge 0`) uses an unsigned logarithmic map of 256 codes: code 0 is exactly 0 and
+  codes :math:`i = 1..255` are :math:`s\,10^{-D(255-i)/254}` with :math:`s` the block's largest
+  value and :math:`D` = ``decades`` (relative spacing :math:`10^{D/254} - 1`, 4.6 % for
+  :math:`D = 5`). Only 0 maps to code 0: a positive value below the smallest code rounds up to
+  it, so :math:`g/(\sqrt{\nu}+\epsilon)` can never see a :math:`\nu` rounded to 0 (the
+  zero-point problem of Li et al., 2023). ``mu`` and the momentum buffer use the signed map:
+  int8 codes :math:`k = -127..127`, :math:`\mathrm{sign}(k)\,s\,10^{-D(127-|k|)/126}`, 0 for
+  :math:`k = 0` (there rounding to 0 is unbiased and harmless).
+
+  Blocks run along the last axis: rows of at least ``block_size`` entries are cut into blocks
+  of ``block_size``, shorter rows grouped so that a block holds at most ``block_size``
+  entries. Codes keep the parameter's shape and sharding; the scales have shape
+  ``(rows / group, blocks per row)``. Leaves with fewer than ``min_size`` entries stay
+  float32 (or the parameter's wider dtype). The update uses the value before quantization.
+  """
+
+  block_size: int = 256
+  min_size: int = 4096
+  rounding: str = "stochastic"
+  seed: int = 0
+  decades: float = 5.0
+
+  def __post_init__(self):
+    _check_positive_int("block_size", self.block_size)
+    _check_positive_int("min_size", self.min_size, minimum=0)
+    _check_rounding(self.rounding)
+    _check_seed(self.seed)
+    if not (isinstance(self.decades, (int, float)) and 0 < self.decades <= 30):
+      raise ValueError(f"decades must be a number in (0, 30], got {self.decades!r}.")
+
+  @property
+  def stochastic(self) -> bool:  # type: ignore[override]
+    return self.rounding == "stochastic"
+
+  def _quantized(self, leaf: Any) -> bool:
+    return self._quantized_shape(np.shape(leaf))
+
+  def _quantized_shape(self, shape: tuple[int, ...]) -> bool:
+    return math.prod(shape) >= self.min_size and len(shape) >= 1
+
+  def _blocks(self, shape: tuple[int, ...]) -> _Blocks:
+    return _Blocks(shape, math.prod(shape[:-1]), shape[-1], self.block_size)
+
+  def stored_kind(self, shape, *, role):
+    return "Int8Leaf" if self._quantized_shape(shape) else "array"
+
+  def _table(self, role: Role) -> np.ndarray:
+    return _log_map(255 if role == "nu" else 127, self.decades)
+
+  def init(self, leaf, fill, *, role, path):
+    if not self._quantized(leaf):
+      return DtypeFormat(None).init(leaf, fill, role=role, path=path)
+    if role == "signed" and jnp.iscomplexobj(leaf):
+      raise ValueError(
+          f"accumulator_dtype=formats.int8() cannot quantize mu or the momentum buffer of the "
+          f"complex parameter {path}; pass mu_dtype=None (or a complex dtype) for it."
+      )
+    real = jnp.finfo(compute_dtype(jnp.result_type(leaf))).dtype
+    value = jnp.full_like(leaf, fill, dtype=real)
+    return self._encode(value, role=role, u=None)
+
+  def _encode(self, value: jax.Array, *, role: Role, u: jax.Array | None) -> Int8Leaf:
+    blocks = self._blocks(value.shape)
+    split = blocks.split(value.astype(jnp.float32))
+    scales = jnp.max(jnp.abs(split), axis=(1, 3), keepdims=True)
+    safe = jnp.where(scales > 0, scales, 1.0)
+    magnitude = jnp.minimum(jnp.abs(split) / safe, 1.0)
+    table = jnp.asarray(self._table(role))
+    n = table.shape[0] - 1
+    log = jnp.log10(jnp.maximum(magnitude, 1e-38))
+    first = jnp.floor(n - (n - 1) * (-log) / self.decades).astype(jnp.int32)
+    u_split = None if u is None else blocks.split(u)
+    index = _round_to_table(magnitude, table, first, u=u_split, zero_exact=role == "nu")
+    if role == "nu":
+      codes = blocks.join(index.astype(jnp.uint8))
+    else:
+      codes = blocks.join(jnp.where(split < 0, -index, index).astype(jnp.int8))
+    return Int8Leaf(codes=codes, scales=scales[:, 0, :, 0])
+
+  def accumulate(self, state, scale, increment, *, role, key, leaf_index):
+    if not isinstance(state, Int8Leaf):
+      return DtypeFormat(None).accumulate(
+          state, scale, increment, role=role, key=key, leaf_index=leaf_index)
+    value = increment + scale * self._decode(state, role).astype(increment.dtype)
+    u = None
+    if self.rounding == "stochastic":
+      assert key is not None
+      u = _uniform(random_bits(key, leaf_index, value.shape))
+    return self._encode(value, role=role, u=u), value
+
+  def _decode(self, state: Int8Leaf, role: Role) -> jax.Array:
+    blocks = self._blocks(state.shape)
+    table = jnp.asarray(self._table(role))
+    codes = state.codes.astype(jnp.int32)
+    magnitude = table[jnp.abs(codes)]
+    values = jnp.where(codes < 0, -magnitude, magnitude)
+    split = blocks.split(values) * state.scales[:, None, :, None]
+    return blocks.join(split)
+
+  def decode(self, state, dtype):
+    if not isinstance(state, Int8Leaf):
+      return state.astype(dtype)
+    role: Role = "nu" if state.codes.dtype == jnp.uint8 else "signed"
+    return self._decode(state, role).astype(dtype)
+
+
+def int8(
+    block_size: int = 256,
+    min_size: int = 4096,
+    rounding: str = "stochastic",
+    *,
+    seed: int = 0,
+    decades: float = 5.0,
+) -> Int8Format:
+  """Block-wise 8-bit state, about 1.02 bytes per parameter (see :class:`Int8Format`).
+
+  Args:
+    block_size: entries per block (one float32 scale each); a positive integer.
+    min_size: leaves with fewer entries stay float32, as in bitsandbytes.
+    rounding: ``"stochastic"`` (unbiased) or ``"nearest"``.
+    seed: folded with the step count into the rounding's random bits.
+    decades: the map's range below the block's largest value, :math:`10^{-D}` to 1.
+  """
+  return Int8Format(block_size, min_size, rounding, seed, decades)
+
+
+def bitsandbytes_dynamic_map() -> np.ndarray:
+  """bitsandbytes' signed dynamic map (``create_dynamic_map(signed=True)``), 256 float32 values.
+
+  Dettmers' dynamic type: 7 decades :math:`10^{-6..0}`, the :math:`i`-th with
+  :math:`2^{i}+1` linearly spaced boundaries on [0.1, 1] (their midpoints are the codes), both
+  signs, plus 0 and 1; computed in float32 like ``torch.linspace`` (whose vectorised steps
+  depend on the CPU's vector width: the two agree to an ulp, not always bit for bit).
+  """
+
+  def linspace(start: float, end: float, steps: int) -> np.ndarray:
+    # torch.linspace (float32): the first half counts up from start, the second down from end.
+    step = (np.float32(end) - np.float32(start)) / np.float32(steps - 1)  # in float32
+    i = np.arange(steps)
+    half = steps // 2
+    up = np.float32(start) + step * i.astype(np.float32)
+    down = np.float32(end) - step * (steps - 1 - i).astype(np.float32)
+    return np.where(i < half, up, down).astype(np.float32)
+
+  data: list[float] = []
+  for i in range(7):
+    boundaries = linspace(0.1, 1.0, 2**i + 1)
+    means = (boundaries[:-1] + boundaries[1:]) / np.float32(2.0)
+    scale = 10.0 ** (-6 + i)
+    data += (np.float32(scale) * means).astype(np.float32).tolist()
+    data += (-np.float32(scale) * means).astype(np.float32).tolist()
+  data += [0.0, 1.0]
+  data += [0.0] * (256 - len(data))
+  return np.sort(np.asarray(data, dtype=np.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class BitsandbytesInt8Format(Format):
+  """bitsandbytes' 8-bit blockwise state, as ``bitsandbytes.optim.RMSprop8bit`` keeps it.
+
+  The tensor is flattened and cut into blocks of 256 (the last one shorter); each block stores
+  its absmax in float32 and each entry the index of the nearest value of the *signed* dynamic
+  map (:func:`bitsandbytes_dynamic_map`) to ``value / absmax``, also for ``nu``. The update uses
+  the value before quantization. Tensors with fewer than ``min_size`` entries stay float32.
+  """
+
+  min_size: int = 4096
+  block_size: ClassVar[int] = 256
+
+  def __post_init__(self):
+    _check_positive_int("min_size", self.min_size, minimum=0)
+
+  def init(self, leaf, fill, *, role, path):
+    if math.prod(np.shape(leaf)) < self.min_size or np.ndim(leaf) == 0:
+      return DtypeFormat(None).init(leaf, fill, role=role, path=path)
+    if jnp.iscomplexobj(leaf):
+      raise ValueError(
+          f"accumulator_dtype=formats.bitsandbytes_int8() cannot hold the complex parameter "
+          f"{path}; bitsandbytes has no complex state."
+      )
+    return self._encode(jnp.full_like(leaf, fill, dtype=jnp.float32))
+
+  def _blocks(self, shape: tuple[int, ...]) -> _Blocks:
+    return _Blocks(shape, 1, math.prod(shape), self.block_size)
+
+  def stored_kind(self, shape, *, role):
+    quantized = math.prod(shape) >= self.min_size and len(shape) > 0
+    return "BitsandbytesInt8Leaf" if quantized else "array"
+
+  def _encode(self, value: jax.Array) -> BitsandbytesInt8Leaf:
+    blocks = self._blocks(value.shape)
+    split = blocks.split(value)
+    absmax = jnp.max(jnp.abs(split), axis=(1, 3), keepdims=True)
+    scaled = jnp.clip(split / absmax, -1.0, 1.0)
+    table = jnp.asarray(bitsandbytes_dynamic_map())
+    upper = jnp.clip(jnp.searchsorted(table, scaled), 1, 255)
+    nearer_upper = (table[upper] - scaled) < (scaled - table[upper - 1])
+    index = jnp.where(nearer_upper, upper, upper - 1)
+    index = jnp.where(absmax > 0, index, 0)
+    return BitsandbytesInt8Leaf(
+        bnb_codes=blocks.join(index.astype(jnp.uint8)), bnb_absmax=absmax.reshape(-1))
+
+  def _decode(self, state: BitsandbytesInt8Leaf) -> jax.Array:
+    blocks = self._blocks(state.shape)
+    table = jnp.asarray(bitsandbytes_dynamic_map())
+    values = blocks.split(table[state.bnb_codes.astype(jnp.int32)])
+    return blocks.join(values * state.bnb_absmax.reshape(1, 1, -1, 1))
+
+  def accumulate(self, state, scale, increment, *, role, key, leaf_index):
+    if not isinstance(state, BitsandbytesInt8Leaf):
+      return DtypeFormat(None).accumulate(
+          state, scale, increment, role=role, key=key, leaf_index=leaf_index)
+    value = increment + scale * self._decode(state).astype(increment.dtype)
+    return self._encode(value), value
+
+  def decode(self, state, dtype):
+    if not isinstance(state, BitsandbytesInt8Leaf):
+      return state.astype(dtype)
+    return self._decode(state).astype(dtype)
+
+
+def bitsandbytes_int8(min_size: int = 4096) -> BitsandbytesInt8Format:
+  """bitsandbytes' RMSprop8bit state exactly (see :class:`BitsandbytesInt8Format`).
+
+  Use it through :func:`rmsprop_jax.compat.bitsandbytes_rmsprop8bit` to port a bitsandbytes
+  run. Its signed map spends half its codes on negative values ``nu`` never takes, and rounding
+  to nearest drops small changes: :func:`int8` tracks float32 far better (docs/memory.md).
+
+  Args:
+    min_size: bitsandbytes' ``min_8bit_size``.
+  """
+  return BitsandbytesInt8Format(min_size)
+
+
+# --- factored ---------------------------------------------------------------------------------
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class FactoredLeaf:
+  """``nu`` of a matrix in :func:`factored`: the row and column means of its average."""
+
+  row: jax.Array
+  column: jax.Array
+  shape: tuple[int, ...] = dataclasses.field(metadata={"static": True})
+
+
+def _factored_axes(shape: tuple[int, ...], min_dim_size: int) -> tuple[int, int] | None:
+  """(second-largest axis, largest axis), or None when the leaf is not factored."""
+  if len(shape) < 2:
+    return None
+  order = np.argsort(shape, kind="stable")
+  if shape[order[-2]] < min_dim_size:
+    return None
+  return int(order[-2]), int(order[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class FactoredFormat(Format):
+  r"""Adafactor's factored second moment for ``nu`` (Shazeer & Stern, 2018).
+
+  For a leaf whose two largest axes :math:`r` (second largest) and :math:`c` (largest) both
+  have at least ``min_dim_size`` entries, only the means of the average over each are kept,
+  :math:`R = \mathrm{mean}_c\,\nu` and :math:`C = \mathrm{mean}_r\,\nu`, and the update uses
+
+  .. math:: \hat\nu = R\,C / \mathrm{mean}_r R,
+
+  the rank-1 estimate with the right row and column means (0 where the mean is 0). Means are
+  linear, so averaging the statistics is averaging :math:`\nu`: ``accumulate`` never forms the
+  full matrix in the state. Other leaves (vectors, small matrices) and ``mu`` / the momentum
+  buffer are stored in ``fallback`` (default: the parameter's compute dtype, float32).
+  Factoring a sharded axis needs a reduction across its shards (an all-reduce per leaf).
+  """
+
+  min_dim_size: int = 128
+  fallback: Format = dataclasses.field(default_factory=DtypeFormat)
+
+  def __post_init__(self):
+    _check_positive_int("min_dim_size", self.min_dim_size)
+    if not isinstance(self.fallback, Format) or isinstance(self.fallback, FactoredFormat):
+      raise ValueError(
+          "fallback must be a per-element format (formats.dtype(...), formats.bfloat16(), "
+          f"formats.int8()), got {self.fallback!r}."
+      )
+
+  @property
+  def stochastic(self) -> bool:  # type: ignore[override]
+    return self.fallback.stochastic
+
+  def for_role(self, role: Role) -> Format:
+    return self if role == "nu" else self.fallback
+
+  def stored_kind(self, shape, *, role):
+    if role == "nu" and _factored_axes(shape, self.min_dim_size) is not None:
+      return "FactoredLeaf"
+    return self.fallback.stored_kind(shape, role=role)
+
+  def array_dtype(self):
+    return self.fallback.array_dtype()
+
+  def init(self, leaf, fill, *, role, path):
+    axes = _factored_axes(np.shape(leaf), self.min_dim_size)
+    if role != "nu" or axes is None:
+      return self.fallback.init(leaf, fill, role=role, path=path)
+    real = jnp.finfo(compute_dtype(jnp.result_type(leaf))).dtype
+    value = jnp.full_like(leaf, fill, dtype=real)
+    return self._encode(value, axes)
+
+  @staticmethod
+  def _encode(value: jax.Array, axes: tuple[int, int]) -> FactoredLeaf:
+    r, c = axes
+    return FactoredLeaf(row=jnp.mean(value, axis=c), column=jnp.mean(value, axis=r),
+                        shape=tuple(value.shape))
+
+  def accumulate(self, state, scale, increment, *, role, key, leaf_index):
+    if not isinstance(state, FactoredLeaf):
+      return self.fallback.accumulate(
+          state, scale, increment, role=role, key=key, leaf_index=leaf_index)
+    axes = _factored_axes(state.shape, self.min_dim_size)
+    assert axes is not None
+    fresh = self._encode(increment, axes)
+    new = FactoredLeaf(
+        row=fresh.row + scale * state.row, column=fresh.column + scale * state.column,
+        shape=state.shape)
+    return new, self._estimate(new, axes)
+
+  @staticmethod
+  def _estimate(state: FactoredLeaf, axes: tuple[int, int]) -> jax.Array:
+    r, c = axes
+    reduced_r = r - 1 if r > c else r
+    mean = jnp.mean(state.row, axis=reduced_r, keepdims=True)
+    row = jnp.where(mean > 0, state.row / jnp.where(mean > 0, mean, 1.0), 0.0)
+    return jnp.expand_dims(row, c) * jnp.expand_dims(state.column, r)
+
+  def decode(self, state, dtype):
+    if not isinstance(state, FactoredLeaf):
+      return self.fallback.decode(state, dtype)
+    axes = _factored_axes(state.shape, self.min_dim_size)
+    assert axes is not None
+    return self._estimate(state, axes).astype(dtype)
+
+
+def factored(min_dim_size: int = 128, *, fallback: Format | None = None) -> FactoredFormat:
+  """Factored ``nu`` (row and column statistics, O(rows + columns)); see :class:`FactoredFormat`.
+
+  Args:
+    min_dim_size: factor a leaf only if its two largest axes have at least this many entries
+      (optax's Adafactor uses 128).
+    fallback: the per-element format of unfactored leaves, ``mu`` and the momentum buffer;
+      default the parameter's compute dtype (float32).
+  """
+  return FactoredFormat(min_dim_size, DtypeFormat() if fallback is None else fallback)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers the transformations use.
+
+ENCODED_LEAVES = (Int8Leaf, BitsandbytesInt8Leaf, FactoredLeaf)
+
+
+def is_encoded(node: Any) -> bool:
+  """Whether ``node`` is one encoded accumulator (a leaf of the parameters' tree)."""
+  return isinstance(node, ENCODED_LEAVES)
+
+
+def as_format(value: Any, *, name: str = "accumulator_dtype") -> Format:
+  """``None``, a float dtype or a :class:`Format` -> a :class:`Format`.
+
+  Raises:
+    ValueError: for a non-floating dtype, naming ``name`` and pointing to :func:`int8`.
+    TypeError: for anything else.
+  """
+  if isinstance(value, Format):
+    return value
+  try:
+    return dtype(value)
+  except (TypeError, ValueError) as error:
+    raise type(error)(str(error).replace("accumulator_dtype", name, 1)) from None
+
+
+def state_nbytes(state: Any) -> int:
+  """Bytes of every array in ``state`` (its leaves' ``nbytes`` summed)."""
+  leaves = jax.tree.leaves(state)
+  return sum(int(np.prod(np.shape(x))) * jnp.dtype(x.dtype).itemsize for x in leaves)

@@ -1,0 +1,410 @@
+"""State formats (rmsprop_jax.formats): encode/decode, unbiased rounding, composition, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import optax
+import pytest
+
+import rmsprop_jax
+from rmsprop_jax import formats, momentum_buffer, scale_by_rmsprop
+
+# ------------------------------------------------------------------ encode / decode vs NumPy
+
+
+def _numpy_log_map(codes, decades):
+  i = np.arange(1, codes + 1, dtype=np.float64)
+  return np.concatenate([[0.0], 10.0 ** (-decades * (codes - i) / (codes - 1))]).astype(np.float32)
+
+
+def _numpy_int8_nu(value, block_size):
+  """Reference int8 encoding of a (rows, columns) nu with columns a multiple of block_size."""
+  rows, columns = value.shape
+  blocks = value.reshape(rows, columns // block_size, block_size)
+  scales = blocks.max(axis=2, keepdims=True)
+  magnitude = blocks / np.where(scales > 0, scales, 1.0)
+  table = _numpy_log_map(255, 5.0)
+  distance = np.abs(magnitude[..., None] - table)
+  codes = np.argmin(distance, axis=-1)
+  codes = np.where((magnitude > 0) & (codes == 0), 1, codes)
+  decoded = table[codes] * scales
+  return codes.reshape(rows, columns), scales[..., 0], decoded.reshape(rows, columns)
+
+
+def test_int8_nu_encode_decode_matches_numpy():
+  value = np.array(10.0 ** jax.random.uniform(jax.random.key(0), (8, 512), minval=-6, maxval=0))
+  value[0, :7] = 0.0
+  fmt = formats.int8(block_size=256, min_size=0, rounding="nearest")
+  leaf = fmt._encode(jnp.asarray(value), role="nu", u=None)
+  codes, scales, decoded = _numpy_int8_nu(value, 256)
+  np.testing.assert_array_equal(np.asarray(leaf.codes), codes)
+  np.testing.assert_array_equal(np.asarray(leaf.scales), scales)
+  np.testing.assert_allclose(np.asarray(fmt.decode(leaf, jnp.float32)), decoded, rtol=1e-6)
+  # The map's spacing bounds the error: half a relative step of 10**(5/254) - 1.
+  relative = np.abs(decoded / np.where(value > 0, value, 1) - 1)[value > 1e-5 * value.max()]
+  assert relative.max() < (10 ** (5 / 254) - 1) / 2 + 1e-6
+
+
+def test_int8_signed_round_trip_and_blocks_of_short_rows():
+  value = jax.random.normal(jax.random.key(1), (300, 40))  # rows shorter than a block: grouped
+  fmt = formats.int8(block_size=256, min_size=0, rounding="nearest")
+  leaf = fmt._encode(value, role="signed", u=None)
+  assert leaf.codes.dtype == jnp.int8 and leaf.codes.shape == value.shape
+  assert leaf.scales.shape == (-(-300 // 6), 1)  # 6 rows of 40 per block of <= 256
+  decoded = np.asarray(fmt.decode(leaf, jnp.float32))
+  np.testing.assert_array_equal(np.sign(decoded), np.sign(np.asarray(value)))
+  big = np.abs(np.asarray(value)) > 1e-3
+  np.testing.assert_allclose(decoded[big], np.asarray(value)[big], rtol=(10 ** (5 / 126) - 1) / 2)
+
+
+def test_bfloat16_nearest_matches_numpy_cast():
+  value = jax.random.normal(jax.random.key(2), (4096,)) * 1e3
+  fmt = formats.bfloat16("nearest")
+  state, used = fmt.accumulate(
+      jnp.zeros(4096, jnp.bfloat16), jnp.float32(0.0), value, role="signed", key=None,
+      leaf_index=0)
+  np.testing.assert_array_equal(
+      np.asarray(state).view(np.uint16),
+      np.asarray(value).astype(ml_dtypes.bfloat16).view(np.uint16))
+  np.testing.assert_array_equal(np.asarray(used), np.asarray(state, np.float32))
+
+
+def test_factored_statistics_match_numpy():
+  nu = np.asarray(jax.random.uniform(jax.random.key(3), (3, 16, 24)))
+  fmt = formats.factored(min_dim_size=8)
+  leaf = fmt._encode(jnp.asarray(nu), (1, 2))
+  np.testing.assert_allclose(np.asarray(leaf.row), nu.mean(axis=2), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(leaf.column), nu.mean(axis=1), rtol=1e-6)
+  row, column = nu.mean(axis=2), nu.mean(axis=1)
+  estimate = row[:, :, None] * column[:, None, :] / row.mean(axis=1)[:, None, None]
+  np.testing.assert_allclose(np.asarray(fmt.decode(leaf, jnp.float32)), estimate, rtol=1e-5)
+  # A rank-1 nu is recovered exactly.
+  rank1 = np.outer(np.arange(1.0, 17.0), np.arange(1.0, 25.0))[None]
+  recovered = fmt.decode(fmt._encode(jnp.asarray(rank1), (1, 2)), jnp.float32)
+  np.testing.assert_allclose(np.asarray(recovered), rank1, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ stochastic rounding
+
+
+def test_stochastic_bfloat16_is_unbiased():
+  value = jnp.float32(1.0) + jnp.arange(1, 2049, dtype=jnp.float32) * jnp.float32(2.0**-14)
+  spacing = 2.0**-7
+  draws = jnp.stack([
+      formats._stochastic_bfloat16(
+          value, formats.random_bits(formats.step_key(0, jnp.int32(t), 0), 0, value.shape)
+      ).astype(jnp.float32)
+      for t in range(256)
+  ])
+  mean = np.asarray(draws.mean(axis=0))
+  # Each draw is one of the two neighbours; their mean is the value to within sampling error
+  # (standard deviation <= spacing / 2 / sqrt(256)), far below nearest rounding's bias.
+  assert np.all(np.abs(mean - np.asarray(value)) < 5 * spacing / 2 / 16)
+  assert abs(float(np.mean(mean - np.asarray(value)))) < spacing / 200
+  nearest = np.asarray(value.astype(jnp.bfloat16).astype(jnp.float32))
+  assert np.max(np.abs(nearest - np.asarray(value))) > spacing / 4  # the control is biased
+
+
+def test_stochastic_int8_is_unbiased():
+  value = 10.0 ** jax.random.uniform(jax.random.key(4), (1, 4096), minval=-4, maxval=0)
+  fmt = formats.int8(min_size=0)
+  draws = []
+  for t in range(200):
+    u = formats._uniform(formats.random_bits(formats.step_key(0, jnp.int32(t), 0), 0, value.shape))
+    draws.append(fmt.decode(fmt._encode(value, role="nu", u=u), jnp.float32))
+  ratio = np.asarray(jnp.stack(draws).mean(axis=0) / value)
+  assert abs(float(np.mean(ratio)) - 1) < 2e-3
+  assert np.max(np.abs(ratio - 1)) < 0.02
+
+
+@pytest.mark.parametrize("fmt", [formats.bfloat16(), formats.int8(min_size=0)], ids=repr)
+def test_stochastic_rounding_is_reproducible_under_jit_and_across_calls(fmt):
+  optimizer = rmsprop_jax.rmsprop(1e-2, decay=0.99, momentum=0.9, centered=True,
+                                  accumulator_dtype=fmt)
+  params = {"w": jnp.zeros((16, 512))}
+  grads = [{"w": jax.random.normal(jax.random.key(t), (16, 512))} for t in range(4)]
+
+  def run(update):
+    state = optimizer.init(params)
+    for g in grads:
+      _, state = update(g, state, params)
+    return state
+
+  eager, jitted, again = run(optimizer.update), run(jax.jit(optimizer.update)), run(
+      jax.jit(optimizer.update))
+  # The random bits are integer functions of (seed, step, leaf, index): identical under jit.
+  key = formats.step_key(fmt.seed, jnp.int32(3), 0)
+  bits = formats.random_bits(key, 1, (16, 512))
+  jitted_bits = jax.jit(formats.random_bits, static_argnums=(1, 2))(key, 1, (16, 512))
+  np.testing.assert_array_equal(bits, jitted_bits)
+  # A rerun of the same program gives the same bits; eager arithmetic may differ from jit's
+  # (fused multiply-adds) by an ulp before rounding, so it is compared to a code's width.
+  chex.assert_trees_all_equal(jitted, again)
+  for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
+    if a.dtype in (jnp.int8, jnp.uint8):
+      assert np.mean(np.asarray(a) != np.asarray(b)) < 0.01
+    else:
+      np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                                 rtol=2e-2, atol=1e-6)
+  other_seed = rmsprop_jax.rmsprop(1e-2, decay=0.99, momentum=0.9, centered=True,
+                                   accumulator_dtype=type(fmt)(**{**fmt.__dict__, "seed": 7}))
+  state = other_seed.init(params)
+  for g in grads:
+    _, state = other_seed.update(g, state, params)
+  pairs = zip(jax.tree.leaves(state), jax.tree.leaves(jitted), strict=True)
+  assert not all(np.array_equal(a, b) for a, b in pairs)
+
+
+# ------------------------------------------------------------------ the stall case
+
+
+def _steady_nu(fmt, decay, gradient):
+  transformation = scale_by_rmsprop(decay, accumulator_dtype=fmt)
+
+  def step(state, _):
+    return transformation.update(gradient, state)[1], None
+
+  state, _ = jax.lax.scan(step, transformation.init(gradient), length=10_000)
+  return np.asarray(formats.as_format(fmt).decode(state.nu, jnp.float32))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decay", [0.9, 0.99, 0.999])
+def test_steady_gradient_does_not_stall(decay):
+  gradient = 10.0 ** jax.random.uniform(jax.random.key(5), (4, 1024), minval=-2, maxval=0)
+  reference = _steady_nu(None, decay, gradient)
+  for fmt in (formats.bfloat16(), formats.int8()):
+    ratio = _steady_nu(fmt, decay, gradient) / reference
+    assert abs(float(np.mean(ratio)) - 1) < 0.02, (fmt, decay, np.mean(ratio))
+    if isinstance(fmt, formats.BFloat16Format):
+      assert np.max(np.abs(ratio - 1)) < 0.02, (fmt, decay)
+  if decay == 0.999:  # the control: rounding to nearest stalls
+    assert np.mean(_steady_nu(jnp.bfloat16, decay, gradient) / reference) < 0.9
+
+
+# ------------------------------------------------------------------ int8's zero point
+
+
+def test_int8_nu_keeps_zero_exact_and_small_values_positive():
+  fmt = formats.int8(min_size=0, rounding="nearest")
+  value = jnp.zeros((1, 256)).at[0, 0].set(1.0).at[0, 1].set(1e-30).at[0, 2].set(1e-7)
+  decoded = np.asarray(fmt.decode(fmt._encode(value, role="nu", u=None), jnp.float32))
+  np.testing.assert_array_equal(decoded[0, 3:], 0.0)
+  assert decoded[0, 1] > 0 and decoded[0, 2] > 0
+  assert decoded[0, 0] == 1.0
+  zeros = fmt.decode(fmt._encode(jnp.zeros((2, 256)), role="nu", u=None), jnp.float32)
+  np.testing.assert_array_equal(zeros, 0.0)
+  # Through the optimizer: a tiny gradient next to a large one gets a bounded update.
+  optimizer = scale_by_rmsprop(0.9, eps=1e-8, accumulator_dtype=formats.int8(min_size=0))
+  grads = jnp.zeros((1, 256)).at[0, 0].set(1.0).at[0, 1].set(1e-9)
+  state = optimizer.init(grads)
+  for _ in range(3):
+    updates, state = optimizer.update(grads, state)
+  assert np.all(np.abs(np.asarray(updates)) < 10)
+
+
+# ------------------------------------------------------------------ composition
+
+FORMATS = [
+    formats.bfloat16(),
+    formats.bfloat16("nearest"),
+    formats.int8(min_size=0),
+    formats.int8(min_size=0, rounding="nearest"),
+    formats.factored(min_dim_size=8),
+    formats.factored(min_dim_size=8, fallback=formats.int8(min_size=0)),
+    formats.bitsandbytes_int8(min_size=0),
+]
+OPTIONS = [
+    {},
+    {"centered": True},
+    {"momentum": 0.9},
+    {"momentum": 0.9, "nesterov": True},
+    {"bias_correction": True},
+    {"centered": True, "momentum": 0.5, "bias_correction": True, "eps": 0.1},
+]
+
+
+def _quadratic_run(optimizer, steps=30, jit=True):
+  target = jax.random.normal(jax.random.key(6), (32, 256))
+  params = {"w": jnp.zeros((32, 256)), "b": jnp.zeros(8)}
+  loss = lambda p: jnp.mean((p["w"] - target) ** 2) + jnp.sum((p["b"] - 1.0) ** 2)
+  state = optimizer.init(params)
+  update = jax.jit(optimizer.update) if jit else optimizer.update
+  for t in range(steps):
+    # Noisy gradients: with a steady gradient the centered variance nu - mu**2 is a tiny
+    # difference of large numbers, which any rounding of the state dominates.
+    grads = jax.grad(loss)(params)
+    noise = lambda g, t=t: jax.random.normal(jax.random.key(100 + t), g.shape)
+    grads = jax.tree.map(lambda g, noise=noise: g + 0.5 * jnp.sqrt(jnp.mean(g * g)) * noise(g),
+                         grads)
+    updates, state = update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  return params, float(jnp.mean((params["w"] - target) ** 2))
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(o) or "plain")
+@pytest.mark.parametrize("fmt", FORMATS, ids=repr)
+def test_formats_follow_float32_with_every_option(fmt, options):
+  if isinstance(fmt, formats.FactoredFormat) and options.get("centered"):
+    with pytest.raises(ValueError, match="centered"):
+      rmsprop_jax.rmsprop(1e-2, accumulator_dtype=fmt, **options)
+    return
+  reference, reference_loss = _quadratic_run(rmsprop_jax.rmsprop(1e-2, decay=0.99, **options))
+  params, loss = _quadratic_run(rmsprop_jax.rmsprop(1e-2, decay=0.99, accumulator_dtype=fmt,
+                                                    **options))
+  chex.assert_tree_all_finite(params)
+  if isinstance(fmt, formats.FactoredFormat):
+    # Another estimator of nu (rank 1), not a rounding of float32's: it must train, though
+    # on this unstructured target (per-entry gradient scales) more slowly (momentum: 1.6x).
+    assert loss < 2 * reference_loss
+    return
+  # The rounding of the state moves the parameters by a few percent of their distance from
+  # the start at most (the 8-entry b, whose gradient is a sum, swings: left out).
+  difference = np.abs(np.asarray(params["w"]) - np.asarray(reference["w"]))
+  assert np.median(difference) < 0.05 * np.median(np.abs(np.asarray(reference["w"])))
+
+
+def test_mu_dtype_separates_the_first_moment():
+  optimizer = rmsprop_jax.rmsprop(1e-2, centered=True, momentum=0.9,
+                                  accumulator_dtype=formats.int8(min_size=0),
+                                  mu_dtype=formats.bfloat16())
+  state = optimizer.init({"w": jnp.zeros((4, 256))})
+  assert isinstance(optax.tree_utils.tree_get(state, "nu")["w"], formats.Int8Leaf)
+  assert optax.tree_utils.tree_get(state, "mu")["w"].dtype == jnp.bfloat16
+  assert optax.tree_utils.tree_get(state, "trace")["w"].dtype == jnp.bfloat16
+  with pytest.raises(ValueError, match="mu_dtype"):
+    scale_by_rmsprop(mu_dtype=formats.factored())
+
+
+def test_vmapped_sweep_over_traced_hyperparameters():
+  fmt = formats.int8(min_size=0)
+  params = {"w": jnp.zeros((4, 256))}
+  grads = {"w": jax.random.normal(jax.random.key(7), (4, 256))}
+
+  def run(lr, decay):
+    optimizer = rmsprop_jax.rmsprop(lr, decay=decay, momentum=0.5, accumulator_dtype=fmt)
+    state = optimizer.init(params)
+    for _ in range(3):
+      updates, state = optimizer.update(grads, state, params)
+    return updates
+
+  lrs, decays = jnp.array([1e-3, 1e-2]), jnp.array([0.9, 0.99])
+  swept = jax.jit(jax.vmap(run))(lrs, decays)
+  for i in range(2):
+    single = run(float(lrs[i]), float(decays[i]))
+    np.testing.assert_allclose(swept["w"][i], single["w"], rtol=1e-5, atol=1e-9)
+
+
+def test_inject_hyperparams_with_a_static_format():
+  fmt = formats.bfloat16()
+  injected = optax.inject_hyperparams(rmsprop_jax.rmsprop, static_args=("accumulator_dtype",))(
+      learning_rate=1e-2, decay=0.99, accumulator_dtype=fmt)
+  plain = rmsprop_jax.rmsprop(1e-2, decay=0.99, accumulator_dtype=fmt)
+  params = {"w": jnp.zeros((8, 256))}
+  grads = {"w": jax.random.normal(jax.random.key(8), (8, 256))}
+  state, plain_state = injected.init(params), plain.init(params)
+  for _ in range(3):
+    updates, state = jax.jit(injected.update)(grads, state, params)
+    plain_updates, plain_state = plain.update(grads, plain_state, params)
+  chex.assert_trees_all_close(updates, plain_updates, rtol=1e-6)
+  chex.assert_trees_all_equal(state.inner_state, plain_state)
+
+
+def test_apply_if_finite_skips_a_nan_step_with_int8_state():
+  optimizer = optax.apply_if_finite(
+      rmsprop_jax.rmsprop(1e-2, momentum=0.9, accumulator_dtype=formats.int8(min_size=0)),
+      max_consecutive_errors=3)
+  params = {"w": jnp.zeros((4, 256))}
+  grads = {"w": jnp.ones((4, 256))}
+  _, state = optimizer.update(grads, optimizer.init(params), params)
+  bad = {"w": grads["w"].at[0, 0].set(jnp.nan)}
+  updates, skipped = jax.jit(optimizer.update)(bad, state, params)
+  np.testing.assert_array_equal(updates["w"], 0.0)
+  chex.assert_trees_all_equal(skipped.inner_state, state.inner_state)
+  assert int(skipped.notfinite_count) == 1
+
+
+def test_orbax_round_trip_and_a_clear_error_for_another_format(tmp_path):
+  ocp = pytest.importorskip("orbax.checkpoint")
+  params = {"w": jnp.zeros((8, 256)), "b": jnp.zeros(3)}
+  grads = {"w": jax.random.normal(jax.random.key(9), (8, 256)), "b": jnp.ones(3)}
+  optimizer = rmsprop_jax.rmsprop(1e-2, centered=True, momentum=0.9,
+                                  accumulator_dtype=formats.int8(min_size=0))
+  _, state = optimizer.update(grads, optimizer.init(params), params)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(tmp_path / "state", state)
+  checkpointer.wait_until_finished()
+  restored = checkpointer.restore(tmp_path / "state", optimizer.init(params))
+  chex.assert_trees_all_equal(restored, state)
+  chex.assert_trees_all_equal(
+      optimizer.update(grads, restored, params), optimizer.update(grads, state, params))
+  # Into another format's optimizer: its init has another tree, and orbax refuses it;
+  # and a state of one format handed to an optimizer of another gets a clear error.
+  other = rmsprop_jax.rmsprop(1e-2, centered=True, momentum=0.9,
+                              accumulator_dtype=formats.bfloat16())
+  with pytest.raises(ValueError):
+    checkpointer.restore(tmp_path / "state", other.init(params))
+  with pytest.raises(ValueError, match="another accumulator_dtype"):
+    other.update(grads, restored, params)
+  with pytest.raises(ValueError, match="another accumulator_dtype"):
+    rmsprop_jax.rmsprop(1e-2, centered=True, momentum=0.9).update(
+        grads, other.init(params), params)
+
+
+# ------------------------------------------------------------------ memory
+
+def test_state_bytes_per_parameter():
+  params = {"w": jnp.zeros((1024, 1024))}
+  per_param = {
+      name: formats.state_nbytes(scale_by_rmsprop(accumulator_dtype=fmt).init(params).nu) / 2**20
+      for name, fmt in [("float32", None), ("bfloat16", formats.bfloat16()),
+                        ("int8", formats.int8()), ("factored", formats.factored()),
+                        ("bnb", formats.bitsandbytes_int8())]
+  }
+  assert per_param["float32"] == 4.0 and per_param["bfloat16"] == 2.0
+  assert per_param["int8"] == pytest.approx(1 + 4 / 256)
+  assert per_param["bnb"] == pytest.approx(1 + 4 / 256)
+  assert per_param["factored"] == pytest.approx(2 * 1024 * 4 / 2**20)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_non_floating_dtypes_are_refused_pointing_to_int8():
+  for dtype in (jnp.int8, jnp.int32, jnp.uint8, bool):
+    with pytest.raises(ValueError, match=r"formats\.int8\(\)"):
+      rmsprop_jax.rmsprop(1e-2, accumulator_dtype=dtype)
+  with pytest.raises(ValueError, match="mu_dtype"):
+    rmsprop_jax.rmsprop(1e-2, mu_dtype=jnp.int32)
+  with pytest.raises(TypeError, match="accumulator_dtype"):
+    scale_by_rmsprop(accumulator_dtype="not a dtype")
+  with pytest.raises(ValueError, match=r"formats\.int8\(\)"):
+    momentum_buffer(0.9, accumulator_dtype=jnp.int32)
+
+
+def test_bad_format_arguments_name_the_argument():
+  with pytest.raises(ValueError, match="rounding"):
+    formats.bfloat16("up")
+  with pytest.raises(ValueError, match="rounding"):
+    formats.int8(rounding="floor")
+  bad_sizes: list[Any] = [0, -4, 2.5, True, "256"]
+  for block_size in bad_sizes:
+    with pytest.raises(ValueError, match="block_size"):
+      formats.int8(block_size=block_size)
+  with pytest.raises(ValueError, match="fallback"):
+    formats.factored(fallback=jnp.bfloat16)
+
+
+def test_int8_refuses_complex_first_moments():
+  params = {"z": jnp.zeros((16, 256), jnp.complex64)}
+  with pytest.raises(ValueError, match=r"complex parameter \['z'\]"):
+    rmsprop_jax.rmsprop(1e-2, centered=True, accumulator_dtype=formats.int8()).init(params)
+  # nu is real for complex parameters, so int8 holds it.
+  state = rmsprop_jax.rmsprop(1e-2, accumulator_dtype=formats.int8()).init(params)
+  assert isinstance(optax.tree_utils.tree_get(state, "nu")["z"], formats.Int8Leaf)
