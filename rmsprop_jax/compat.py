@@ -200,3 +200,49 @@ def tf1_rmsprop(
       transform.scale_by_learning_rate(learning_rate),
       _momentum_stage(momentum),
   )
+
+
+def bitsandbytes_rmsprop8bit(
+    lr: hp.ScalarOrSchedule = 1e-2,
+    alpha: hp.Scalar = 0.99,
+    eps: hp.Scalar = 1e-8,
+    weight_decay: hp.Scalar = 0.0,
+    min_8bit_size: int = 4096,
+) -> optax.GradientTransformationExtraArgs:
+  r"""``bitsandbytes.optim.RMSprop8bit`` with its argument names and defaults.
+
+  .. math::
+
+    g \leftarrow g + \lambda\theta, \quad
+    v \leftarrow \alpha v + (1-\alpha) g^2, \quad
+    \theta \leftarrow \theta - \eta_t\, \frac{g}{\sqrt{v} + \epsilon},
+
+  with :math:`v` stored as :func:`rmsprop_jax.formats.bitsandbytes_int8` keeps it (blocks of
+  256, a float32 absmax each, bitsandbytes' signed dynamic map, rounded to nearest; the update
+  uses :math:`v` before it is quantized); tensors with fewer than ``min_8bit_size`` entries keep
+  float32 state. bitsandbytes' 8-bit RMSprop has no ``momentum`` (its 8-bit kernels ignore it)
+  and refuses ``centered``; neither is offered here.
+
+  Args:
+    lr: learning rate (scalar or optax schedule of the step count).
+    alpha: smoothing constant in (0, 1] (bitsandbytes refuses 0).
+    eps: added to the denominator, outside the square root.
+    weight_decay: L2 penalty, added to the gradient before everything else.
+    min_8bit_size: parameters with fewer entries keep float32 state.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+  """
+  from rmsprop_jax import formats
+
+  hp.check_learning_rate("lr", lr)
+  hp.check_scalar("alpha", alpha, minimum=0.0, maximum=1.0)
+  hp.check_scalar("eps", eps, minimum=0.0)
+  hp.check_scalar("weight_decay", weight_decay, minimum=0.0)
+  return optax.chain(
+      _l2_penalty(weight_decay),
+      transform.scale_by_rmsprop(
+          alpha, eps, eps_in_sqrt=False,
+          accumulator_dtype=formats.bitsandbytes_int8(min_size=min_8bit_size)),
+      transform.scale_by_learning_rate(lr),
+  )

@@ -183,7 +183,8 @@ def scale_by_rmsprop(
   Centered *and* bias-corrected, the first step's variance estimate is exactly
   :math:`g_1^2 - g_1^2 = 0`, so the first update is :math:`g_1/\epsilon` (``lr=0.1``, ``g=0.5``,
   ``eps=1e-8``: :math:`-5\times10^6`). Ways out: ``bias_correction=False`` (the first update is
-  then :math:`g/\sqrt{(1-\rho)\rho}\,g`), a learning-rate warm-up, or a much larger ``eps``.
+  then :math:`\mathrm{sign}(g_1)/\sqrt{\rho(1-\rho)}`), a learning-rate warm-up, or a much
+  larger ``eps`` (the first update is at most :math:`g_1/\epsilon`).
 
   Args:
     decay: :math:`\rho` in [0, 1], the averaging constant (PyTorch's ``alpha``, Keras'
