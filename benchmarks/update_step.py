@@ -31,9 +31,9 @@ import optax
 from tqdm import tqdm
 
 import rmsprop_jax
-from benchmarks.hlo import count_passes
 from experiments.common import cli
 from experiments.common import hardware as hardware_lib
+from experiments.common.hlo import count_passes
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after matplotlib.use: the backend must be chosen first
@@ -525,6 +525,12 @@ def _millions(count: int) -> str:
   return f"{count / 1e6:.1f}M" if count >= 100_000 else f"{count / 1e6:.3f}M"
 
 
+def series_color(index: int) -> Any:
+  """A colour of its own for each of up to 20 series: tab20's ten dark hues, then its light ones
+  (matplotlib's default cycle repeats after ten, and the benchmark draws more)."""
+  return matplotlib.colormaps["tab20"]((2 * index) % 20 + (2 * index) // 20)
+
+
 def plot_results(cases: Sequence[Mapping[str, Any]], workdir: str) -> list[str]:
   """Step time and bandwidth against parameter count, one panel per tree shape."""
   paths = []
@@ -538,10 +544,10 @@ def plot_results(cases: Sequence[Mapping[str, Any]], workdir: str) -> list[str]:
     for axis, tree in zip(axes[0], trees, strict=True):
       tree_cases = sorted((c for c in cases if c["tree"] == tree), key=lambda c: c["num_params"])
       counts = [case["num_params"] for case in tree_cases]
-      for name in names:
+      for index, name in enumerate(names):
         style = "-" if name in OURS else ("--" if name.startswith("optax") else ":")
         axis.plot(counts, [case[quantity][name] for case in tree_cases], style, marker="o",
-                  markersize=3, label=name)
+                  markersize=3, label=name, color=series_color(index))
       axis.set_xscale("log")
       axis.set_yscale("log" if quantity == "median_ms" else "linear")
       axis.set_xlabel("parameters")
@@ -726,7 +732,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"wrote {workdir}/benchmark.json, benchmark.md and {len(result['plots'])} plots "
           f"in {result['wall_time_s']:.1f} s")
 
-  cli.run_job(benchmark, default_config="configs/benchmarks/benchmark.py", argv=argv)
+  from benchmarks.schema import SCHEMA
+
+  cli.run_job(benchmark, default_config="configs/benchmarks/benchmark.py", schema=SCHEMA,
+              argv=argv)
 
 
 if __name__ == "__main__":

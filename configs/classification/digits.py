@@ -14,8 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.name = "digits"  # Outputs go to runs/<name>/.
   config.dataset = "digits"
-  config.data_dir = ""  # Unused for digits (bundled with scikit-learn).
-  config.verify_checksums = True  # Unused for digits: no files to check.
+  # No data_dir or verify_checksums: digits ships with scikit-learn (no files to find or check).
 
   config.model = "cnn"
   config.model_kwargs = ml_collections.ConfigDict(

@@ -1,8 +1,9 @@
 """Digits, RMSprop, on a device mesh, resumable: the distributed-training configuration.
 
-``configs/classification/digits.py`` (same data, model, batch size, optimizer hyperparameters and
-seed) plus
-the fields of :mod:`experiments.distributed.train`. One seed per run. Defaults: every device on
+The data, model, batch size, optimizer hyperparameters and seed of
+``configs/classification/digits.py`` (only the fields :mod:`experiments.distributed.train` reads,
+:data:`experiments.distributed.schema.SCHEMA`) plus the mesh, multi-process and checkpoint
+fields of the distributed job. One seed per run. Defaults: every device on
 the ``data`` axis (pure data parallelism), one process, a checkpoint every 50 steps and at the
 end, resume from the newest good checkpoint in the workdir.
 
@@ -21,11 +22,13 @@ from configs.classification import digits
 
 def get_config() -> ml_collections.ConfigDict:
   """The digits RMSprop run on a mesh, with checkpoints."""
-  config = digits.get_config()
+  comparison = digits.get_config()
+  config = ml_collections.ConfigDict()
   config.name = "digits_distributed"
-  config.num_seeds = 1  # The mesh replaces the seed axis; one seed per run.
+  for field in ("dataset", "model", "model_kwargs", "batch_size", "eval_batch_size", "seed",
+                "lr_schedule", "optimizer", "optimizers", "tuned_from"):
+    config[field] = comparison[field]
   config.num_epochs = 10
-  config.save_checkpoint = False  # train.py's final-weights export; checkpoints are below.
 
   # Device mesh: data=-1 takes every device the model axis leaves; model=1 keeps whole
   # parameters on each device. Parameters with fewer elements than min_shard_size stay whole.

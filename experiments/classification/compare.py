@@ -15,8 +15,9 @@ train_and_evaluate` with the same seeds (hence the same initial weights and data
 
 * ``summary.json`` — per optimizer: hyperparameters, test accuracy (mean and std over seeds),
   final training loss, steps to the target accuracy, per-class precision/recall/F1, the
-  confusion matrix and timings; plus the run's settings, the hardware and the input-pipeline
-  measurement;
+  confusion matrix and timings; plus the run's settings, the hardware (the CPU's model, family,
+  model number and stepping, the ISA XLA could use, the library versions:
+  :func:`experiments.common.hardware.describe`) and the input-pipeline measurement;
 * ``summary.md`` — the same as tables;
 * ``metrics.csv`` — the learning curves, one row per optimizer, seed and epoch;
 * ``learning_curves.png``, ``per_class.png`` and ``confusion_rmsprop.png``.
@@ -29,7 +30,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from experiments.classification import data as data_lib
-from experiments.classification import metrics, plots, train
+from experiments.classification import metrics, plots, schema, train
+from experiments.classification.results import RunResult
+from experiments.classification.steps import augment_images
 from experiments.common import cli, data_order
 from experiments.common import hardware as hardware_lib
 from experiments.common import optimizers as optimizer_lib
+from experiments.common.tables import markdown_table
 
 PLOTS = ("learning_curves.png", "per_class.png", "confusion_rmsprop.png")
 
@@ -69,7 +73,7 @@ def measure_input_pipeline(
     gathered = images[batches]  # (steps, batch, H, W, C)
     if augment:
       keys = jax.random.split(augment_key, batches.shape[0])
-      gathered = jax.vmap(train.augment_images)(gathered, keys)
+      gathered = jax.vmap(augment_images)(gathered, keys)
     return jnp.sum(gathered)  # Reduce, so nothing of the work is skipped.
 
   jax.block_until_ready(produce_epoch(jax.random.key(0)))
@@ -100,7 +104,7 @@ def run_comparison(
   Returns:
     The summary written to ``summary.json``.
   """
-  train.check_config(config)
+  schema.check_config(config)
   workdir = Path(workdir) if workdir else Path("runs") / config.name
   names = list(optimizers) if optimizers else [
       name for name in optimizer_lib.OPTIMIZERS if name in config.optimizers
@@ -112,8 +116,8 @@ def run_comparison(
     )
   check_replaceable(workdir)
   start = time.perf_counter()
-  dataset = train.load_config_dataset(config)
-  train.check_data_fits(config, dataset)
+  dataset = data_lib.load_config_dataset(config)
+  schema.check_data_fits(config, dataset)
   # Everything is written into a fresh folder that replaces ``workdir`` only when the whole
   # comparison has succeeded: a failed or interrupted run never mixes with an earlier one.
   staging = workdir.parent / f".{workdir.name}.partial-{os.getpid()}"
@@ -161,7 +165,7 @@ def _train_and_report(
     progress: bool,
 ) -> dict[str, Any]:
   """Trains each optimizer of ``names`` and writes the report into ``workdir``."""
-  results: list[train.RunResult] = []
+  results: list[RunResult] = []
   with tqdm(total=len(names) * config.num_epochs, desc=config.name, disable=not progress,
             unit="epoch") as bar:
     for name in names:
@@ -197,8 +201,7 @@ def _train_and_report(
       "augment": bool(config.augment),
       "target_accuracy": config.target_accuracy,
       "tuned_from": config.tuned_from,
-      "hardware": hardware_lib.summary_line(),
-      "jax_version": jax.__version__,
+      "hardware": hardware_lib.describe(),
       "input_pipeline": pipeline,
       "total_wall_time_s": time.perf_counter() - start,
       "optimizers": summaries,
@@ -209,7 +212,7 @@ def _train_and_report(
 
 def write_report(
     summary: dict[str, Any],
-    results: Sequence[train.RunResult],
+    results: Sequence[RunResult],
     workdir: Path,
     class_names: Sequence[str],
 ) -> None:
@@ -228,57 +231,72 @@ def write_report(
   plots.plot_confusion_matrix(
       summary["optimizers"][focus]["confusion_matrix"], class_names,
       workdir / f"confusion_{focus}.png",
-      f"{plots.OPTIMIZER_LABELS.get(focus, focus)} on {summary['config']}: test confusion "
-      f"matrix, summed over {summary['num_seeds']} seed{'s' if summary['num_seeds'] > 1 else ''}",
+      f"{optimizer_lib.OPTIMIZER_LABELS.get(focus, focus)} on {summary['config']} "
+      f"({summary['model']}): test confusion matrix, summed over {summary['num_seeds']} "
+      f"seed{'s' if summary['num_seeds'] > 1 else ''}",
   )
   (workdir / "summary.md").write_text(markdown_report(summary, class_names))
+
+
+def steps_to_target_text(result: Mapping[str, Any], num_seeds: int) -> str:
+  """An optimizer's steps to the target accuracy as read: ``125 ± 9``, or ``not reached (2/3
+  seeds)`` when some seed never reached it."""
+  if result["steps_to_target"] is None:
+    return f"not reached ({result['target_reached_seeds']}/{num_seeds} seeds)"
+  return f"{result['steps_to_target']:.0f} ± {result['steps_to_target_std']:.0f}"
+
+
+def model_name(summary: Mapping[str, Any]) -> str:
+  """The model of a comparison as its tables and titles name it, e.g. ``cnn (channels=(16, 32),
+  ...)``."""
+  kwargs = ", ".join(f"{key}={value}" for key, value in summary["model_kwargs"].items())
+  return f"{summary['model']} ({kwargs})" if kwargs else summary["model"]
 
 
 def markdown_report(summary: dict[str, Any], class_names: Sequence[str]) -> str:
   """The summary as Markdown tables."""
   seeds = summary["num_seeds"]
-  lines = [
-      f"# {summary['config']}: SGD vs SGD+momentum vs Adam vs RMSprop",
-      "",
-      f"{summary['dataset']} ({summary['num_train']} train / {summary['num_test']} test images), "
-      f"model `{summary['model']}`, batch {summary['batch_size']}, {summary['num_epochs']} "
-      f"epochs, learning-rate schedule `{summary['lr_schedule']}`, {seeds} seeds per optimizer "
-      f"(mean ± std over seeds). Hardware: {summary['hardware']}; JAX {summary['jax_version']}.",
-      "",
-      "| optimizer | hyperparameters | test accuracy | test loss | final train loss | "
-      f"steps to {summary['target_accuracy']:.0%} test acc. | macro F1 | train s | wall s |",
-      "|---|---|---|---|---|---|---|---|---|",
-  ]
+  labels = optimizer_lib.OPTIMIZER_LABELS
+  names = list(summary["optimizers"])
+  rows = []
   for name, result in summary["optimizers"].items():
     hyper = ", ".join(f"{key}={value}" for key, value in result["hyperparameters"].items())
-    if result["steps_to_target"] is None:
-      steps = f"not reached ({result['target_reached_seeds']}/{seeds} seeds)"
-    else:
-      steps = f"{result['steps_to_target']:.0f} ± {result['steps_to_target_std']:.0f}"
-    lines.append(
-        f"| {plots.OPTIMIZER_LABELS.get(name, name)} | {hyper} | "
-        f"{result['test_accuracy']:.4f} ± {result['test_accuracy_std']:.4f} | "
-        f"{result['test_loss']:.4f} ± {result['test_loss_std']:.4f} | "
-        f"{result['final_train_loss']:.4f} ± {result['final_train_loss_std']:.4f} | {steps} | "
-        f"{result['macro_f1']:.4f} | {result['train_time_s']:.1f} | {result['wall_time_s']:.1f} |"
-    )
-  names = list(summary["optimizers"])
-  lines += [
-      "",
-      "Per-class test precision / recall (mean over seeds):",
-      "",
-      "| class | " + " | ".join(plots.OPTIMIZER_LABELS.get(name, name) for name in names) + " |",
-      "|---|" + "---|" * len(names),
-  ]
-  for index, class_name in enumerate(class_names):
-    cells = [
-        f"{summary['optimizers'][name]['per_class_precision'][index]:.3f} / "
-        f"{summary['optimizers'][name]['per_class_recall'][index]:.3f}"
-        for name in names
-    ]
-    lines.append(f"| {class_name} | " + " | ".join(cells) + " |")
+    rows.append([
+        labels.get(name, name), hyper,
+        f"{result['test_accuracy']:.4f} ± {result['test_accuracy_std']:.4f}",
+        f"{result['test_loss']:.4f} ± {result['test_loss_std']:.4f}",
+        f"{result['final_train_loss']:.4f} ± {result['final_train_loss_std']:.4f}",
+        steps_to_target_text(result, seeds), f"{result['macro_f1']:.4f}",
+        f"{result['train_time_s']:.1f}", f"{result['wall_time_s']:.1f}",
+    ])
+  results_table = markdown_table(
+      [f"optimizer (model `{summary['model']}`)", "hyperparameters", "test accuracy",
+       "test loss", "final train loss", f"steps to {summary['target_accuracy']:.0%} test acc.",
+       "macro F1", "train s", "wall s"],
+      rows,
+  )
+  class_table = markdown_table(
+      ["class", *(labels.get(name, name) for name in names)],
+      [[class_name, *(
+          f"{summary['optimizers'][name]['per_class_precision'][index]:.3f} / "
+          f"{summary['optimizers'][name]['per_class_recall'][index]:.3f}" for name in names)]
+       for index, class_name in enumerate(class_names)],
+  )
   pipeline = summary["input_pipeline"]
-  lines += [
+  lines = [
+      f"# {summary['config']} (model `{summary['model']}`): SGD vs SGD+momentum vs Adam vs "
+      "RMSprop",
+      "",
+      f"{summary['dataset']} ({summary['num_train']} train / {summary['num_test']} test images), "
+      f"model `{model_name(summary)}`, batch {summary['batch_size']}, {summary['num_epochs']} "
+      f"epochs, learning-rate schedule `{summary['lr_schedule']}`, {seeds} seeds per optimizer "
+      f"(mean ± std over seeds). Hardware: {hardware_lib.summary_line(summary['hardware'])}.",
+      "",
+      results_table,
+      "",
+      f"Per-class test precision / recall of the `{summary['model']}` (mean over seeds):",
+      "",
+      class_table,
       "",
       f"Input pipeline: producing one epoch of batches on the device alone takes "
       f"{pipeline['input_s_per_epoch'] * 1e3:.1f} ms, against "
@@ -301,13 +319,16 @@ def main(argv: Sequence[str] | None = None) -> None:
   def compare(config: ml_collections.ConfigDict, workdir: str) -> None:
     summary = run_comparison(config, workdir)
     print(f"wrote {workdir}/summary.json, summary.md, metrics.csv and plots")
+    print(f"{summary['config']}, model {model_name(summary)}, {summary['num_seeds']} seed(s); "
+          f"steps to {summary['target_accuracy']:.0%} test accuracy:")
     for name, result in summary["optimizers"].items():
       print(
           f"  {name:9s} test accuracy {result['test_accuracy']:.4f} ± "
-          f"{result['test_accuracy_std']:.4f}  steps to target {result['steps_to_target']}"
+          f"{result['test_accuracy_std']:.4f}  steps to target "
+          f"{steps_to_target_text(result, summary['num_seeds'])}"
       )
 
-  cli.run_job(compare, argv=argv)
+  cli.run_job(compare, schema=schema.SCHEMA, argv=argv)
 
 
 if __name__ == "__main__":

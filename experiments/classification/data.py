@@ -28,20 +28,18 @@ and any other re-compressed or uncompressed copy verify, while a truncated or al
 not. The CIFAR-10 tarball is checked against its published MD5 (the value torchvision checks).
 Without the files (and without network) the loader raises :class:`DatasetUnavailableError`,
 a bad file :class:`ChecksumError`; either message is one line naming the file and the ways
-out (the Debian package, the download, ``--config.data_dir``).
+out (the Debian package, the download, ``--config.data_dir``). Finding, downloading and
+checking the files is :mod:`experiments.classification.downloads`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import os
 import pickle
 import struct
 import tarfile
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,8 +47,21 @@ from typing import IO, Any
 
 import numpy as np
 
-DATA_DIR_ENV = "RMSPROP_JAX_DATA_DIR"
+from experiments.classification import downloads
+from experiments.classification.downloads import (
+    DATA_DIR_ENV,
+    ChecksumError,
+    DatasetUnavailableError,
+    content_md5sum,
+    default_data_dir,
+    download_file,
+    md5sum,
+)
+from experiments.common.errors import UserError
+
 DATASETS = ("digits", "fashion_mnist", "cifar10")
+# The data sets read from files (a cache folder, MD5 checks); digits ships with scikit-learn.
+FILE_DATASETS = ("fashion_mnist", "cifar10")
 
 # Official hosts, tried in order. The Fashion-MNIST files are mirrored in the authors' GitHub
 # repository; the S3 site is the one the authors' README links first.
@@ -106,15 +117,7 @@ _IDX_DTYPES: dict[int, np.dtype[Any]] = {
 }
 
 
-class DatasetUnavailableError(FileNotFoundError):
-  """The files of a data set are neither in the cache directory nor downloadable."""
-
-
-class ChecksumError(ValueError):
-  """A data file's MD5 differs from the published one: corrupt, truncated or not the original."""
-
-
-class CorruptFileError(ValueError):
+class CorruptFileError(UserError, ValueError):
   """A data file that cannot be decoded: truncated, damaged or not in the expected format."""
 
 
@@ -196,10 +199,16 @@ def load_dataset(
   raise ValueError(f"dataset must be one of {DATASETS}; got {name!r}.")
 
 
-def default_data_dir() -> Path:
-  """``$RMSPROP_JAX_DATA_DIR`` when set and non-empty, else ``~/.cache/rmsprop_jax``."""
-  from_env = os.environ.get(DATA_DIR_ENV, "")
-  return Path(from_env).expanduser() if from_env else Path.home() / ".cache" / "rmsprop_jax"
+def load_config_dataset(config: Any) -> Dataset:
+  """The data set a config names: ``config.dataset`` and, for the data sets with files
+  (:data:`FILE_DATASETS`), ``config.data_dir`` and ``config.verify_checksums``."""
+  if config.dataset not in FILE_DATASETS:
+    return load_dataset(config.dataset)
+  return load_dataset(
+      config.dataset,
+      data_dir=config.data_dir or None,
+      verify_checksums=bool(config.verify_checksums),
+  )
 
 
 def standardize(
@@ -333,10 +342,11 @@ def load_fashion_mnist(
   Returns:
     A :class:`Dataset` of ``(N, 28, 28, 1)`` standardised images.
   """
-  paths = _resolve_files(
+  paths = downloads.resolve_files(
       "fashion_mnist", FASHION_MNIST_FILES, data_dir, download, verify_checksums, urls,
       extra_dirs=FASHION_MNIST_SYSTEM_DIRS if system_dirs is None else system_dirs,
       content_checksums=True,
+      install_hint=f"install Debian's copy (apt-get install {FASHION_MNIST_DEBIAN_PACKAGE})",
   )
   train_images = read_idx(paths["train-images-idx3-ubyte.gz"])
   train_labels = read_idx(paths["train-labels-idx1-ubyte.gz"])
@@ -457,163 +467,12 @@ def load_cifar10(
   if extracted:
     source = extracted[0]
   else:
-    source = _resolve_files(
+    source = downloads.resolve_files(
         "cifar10", CIFAR10_FILES, data_dir, download, verify_checksums, urls
     )[CIFAR10_ARCHIVE]
   train_images, train_labels, test_images, test_labels = read_cifar10(source)
   train, test = standardize(train_images / 255.0, test_images / 255.0)
   return Dataset("cifar10", train, train_labels, test, test_labels, CIFAR10_CLASSES)
-
-
-# ----------------------------------------------------------------------------------------------
-# Files: lookup, download, checksum.
-
-
-def md5sum(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-  """Hex MD5 of a file, read in chunks."""
-  digest = hashlib.md5(usedforsecurity=False)
-  with open(path, "rb") as handle:
-    while chunk := handle.read(chunk_size):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
-def download_file(
-    url: str, destination: Path, *, progress: bool = True, timeout: float = 30.0
-) -> None:
-  """Streams ``url`` to ``destination`` with a tqdm progress bar, atomically.
-
-  The bytes go to ``destination.part`` first and are renamed only when complete, so an
-  interrupted download never leaves a truncated file under the final name.
-  """
-  from tqdm.auto import tqdm
-
-  partial = destination.with_name(destination.name + ".part")
-  with urllib.request.urlopen(url, timeout=timeout) as response:
-    # Only now: a failed download leaves no empty folder behind.
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    total = int(response.headers.get("Content-Length") or 0) or None
-    with (
-        open(partial, "wb") as out,
-        tqdm(
-            total=total, unit="B", unit_scale=True, desc=destination.name, disable=not progress
-        ) as bar,
-    ):
-      while chunk := response.read(1 << 16):
-        out.write(chunk)
-        bar.update(len(chunk))
-  partial.replace(destination)
-
-
-def content_md5sum(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-  """Hex MD5 of a file's content: of the decompressed bytes for a gzip file, else of the file.
-
-  A truncated gzip file raises :class:`ChecksumError`.
-  """
-  with open(path, "rb") as raw:
-    compressed = raw.read(2) == b"\x1f\x8b"
-  if not compressed:
-    return md5sum(path, chunk_size)
-  digest = hashlib.md5(usedforsecurity=False)
-  try:
-    with gzip.open(path, "rb") as handle:
-      while chunk := handle.read(chunk_size):
-        digest.update(chunk)
-  except (EOFError, OSError, gzip.BadGzipFile) as error:
-    raise ChecksumError(f"not a complete gzip file ({error})") from error
-  return digest.hexdigest()
-
-
-def _candidates(filename: str) -> tuple[str, ...]:
-  """The names a file may have on disk: as published, and decompressed (``.gz`` removed)."""
-  if filename.endswith(".gz"):
-    return filename, filename[: -len(".gz")]
-  return (filename,)
-
-
-def _ways_out(dataset: str, filename: str, target: Path, urls: Sequence[str]) -> str:
-  """The fixes a message offers for a missing or bad file of ``dataset``."""
-  ways = []
-  if dataset == "fashion_mnist":
-    ways.append(f"install Debian's copy (apt-get install {FASHION_MNIST_DEBIAN_PACKAGE})")
-  if urls:
-    ways.append(f"download {urls[0]}{filename} into {target}/")
-  ways.append(f"or point --config.data_dir (or ${DATA_DIR_ENV}) at a folder holding it")
-  return "; ".join(ways)
-
-
-def _resolve_files(
-    dataset: str,
-    checksums: dict[str, str],
-    data_dir: str | os.PathLike[str] | None,
-    download: bool,
-    verify_checksums: bool,
-    urls: Sequence[str],
-    *,
-    extra_dirs: Sequence[str | os.PathLike[str]] = (),
-    content_checksums: bool = False,
-) -> dict[str, Path]:
-  """Finds (or downloads) each named file of a data set and verifies its MD5.
-
-  Folders searched, in order: ``<root>/<dataset>/``, ``<root>/``, then ``extra_dirs``; in
-  each, the published name and, with ``content_checksums``, the decompressed name. With
-  ``content_checksums`` the MD5 is that of the decompressed content (:func:`content_md5sum`).
-  """
-  root = Path(data_dir).expanduser() if data_dir else default_data_dir()
-  target = root / dataset
-  folders = [target, root, *(Path(folder) for folder in extra_dirs)]
-  paths: dict[str, Path] = {}
-  missing: list[str] = []
-  for filename in checksums:
-    names = _candidates(filename) if content_checksums else (filename,)
-    found = next((folder / name for folder in folders for name in names
-                  if (folder / name).is_file()), None)
-    if found is None:
-      missing.append(filename)
-    else:
-      paths[filename] = found
-  errors: list[str] = []
-  if missing and download:
-    for filename in list(missing):
-      for base in urls:
-        try:
-          download_file(base + filename, target / filename)
-        except (urllib.error.URLError, OSError, ValueError) as error:
-          errors.append(f"{base + filename}: {error}")
-          continue
-        paths[filename] = target / filename
-        missing.remove(filename)
-        break
-  if missing:
-    searched = ", ".join(str(folder) for folder in folders)
-    if not download:
-      reason = "download=False"
-    elif errors:
-      reason = f"the download failed ({errors[-1]})"
-    else:
-      reason = "no download URL"
-    first = missing[0]
-    others = f" (and {len(missing) - 1} more: {', '.join(missing[1:])})" if missing[1:] else ""
-    raise DatasetUnavailableError(
-        f"{dataset}: {first}{others} not found in {searched} and {reason}. Fix: "
-        + _ways_out(dataset, first, target, urls) + "."
-    )
-  if verify_checksums:
-    for filename, path in paths.items():
-      what = "decompressed content" if content_checksums else "file"
-      try:
-        actual = content_md5sum(path) if content_checksums else md5sum(path)
-        problem = f"MD5 of its {what} is {actual}, not the official {checksums[filename]}"
-      except ChecksumError as error:
-        actual, problem = "", f"unreadable: {error}"
-      if actual != checksums[filename]:
-        raise ChecksumError(
-            f"{path}: {problem} (the file is truncated, altered or not {filename}). Fix: "
-            "delete it and "
-            + _ways_out(dataset, filename, target, urls)
-            + "; or set --config.verify_checksums=False to use it anyway."
-        )
-  return paths
 
 
 def _describe(source: Any) -> str:
@@ -625,6 +484,7 @@ def _describe(source: Any) -> str:
 __all__ = [
     "DATASETS",
     "DATA_DIR_ENV",
+    "FILE_DATASETS",
     "ChecksumError",
     "CorruptFileError",
     "Dataset",
@@ -633,6 +493,7 @@ __all__ = [
     "default_data_dir",
     "download_file",
     "load_cifar10",
+    "load_config_dataset",
     "load_dataset",
     "load_digits",
     "load_fashion_mnist",

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from experiments.classification.train import RunResult
+from experiments.classification.results import RunResult
 from experiments.common.serialization import to_jsonable
 
 

@@ -2,7 +2,8 @@
 
 * :func:`plot_learning_curves` — training loss, test loss and test accuracy per epoch, every
   optimizer on the same axes; lines are the mean over seeds, bands one standard deviation.
-* :func:`plot_per_class` — per-class precision and recall, one panel per optimizer.
+* :func:`plot_per_class` — per-class precision and recall, one panel per optimizer; the y axis
+  and the error bars end at 1.
 * :func:`plot_confusion_matrix` — one optimizer's confusion matrix (counts summed over seeds).
 """
 
@@ -19,14 +20,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from experiments.classification.train import RunResult
+from experiments.classification.results import RunResult
+from experiments.common.optimizers import OPTIMIZER_LABELS
 
-OPTIMIZER_LABELS = {
-    "sgd": "SGD",
-    "momentum": "SGD + momentum",
-    "adam": "Adam",
-    "rmsprop": "RMSprop (rmsprop_jax)",
-}
 OPTIMIZER_COLORS = {"sgd": "tab:gray", "momentum": "tab:blue", "adam": "tab:green",
                     "rmsprop": "tab:red"}
 
@@ -74,25 +70,36 @@ def plot_per_class(
                               sharex=True, sharey=True, squeeze=False)
   positions = np.arange(len(class_names))
   width = 0.38
-  # One y range for every panel, so that the optimizers can be compared by eye.
-  low = min(
-      min(min(summary["per_class_precision"]), min(summary["per_class_recall"]))
-      for summary in summaries.values()
-  )
+  # Scores are at most 1: an error bar stops there (the std of a score near 1 is lopsided).
+  bars = {
+      name: {metric: (np.asarray(summaries[name][f"per_class_{metric}"], np.float64),
+                      np.asarray(summaries[name].get(f"per_class_{metric}_std")
+                                 or np.zeros(len(class_names)), np.float64))
+             for metric in ("precision", "recall")}
+      for name in names
+  }
+  # One y range for every panel, so that the optimizers can be compared by eye; it starts
+  # below the lowest bar's error bar and ends at 1.
+  low = min(float(np.min(mean - std)) for metrics in bars.values()
+            for mean, std in metrics.values())
+  bottom = max(0.0, np.floor((low - 0.02) * 50) / 50)
   for axis, name in zip(axes[:, 0], names, strict=True):
-    summary = summaries[name]
-    axis.bar(positions - width / 2, summary["per_class_precision"], width,
-             yerr=summary.get("per_class_precision_std"), label="precision", color="tab:blue")
-    axis.bar(positions + width / 2, summary["per_class_recall"], width,
-             yerr=summary.get("per_class_recall_std"), label="recall", color="tab:orange")
-    axis.set_ylim(max(0.0, low - 0.05), 1.0)
+    for offset, metric, color in ((-width / 2, "precision", "tab:blue"),
+                                  (width / 2, "recall", "tab:orange")):
+      mean, std = bars[name][metric]
+      errors = np.stack([np.minimum(std, mean - bottom), np.minimum(std, 1.0 - mean)])
+      axis.bar(positions + offset, mean, width, yerr=np.clip(errors, 0.0, None), label=metric,
+               color=color)
+    axis.set_ylim(bottom, 1.0)
     axis.set_ylabel(OPTIMIZER_LABELS.get(name, name), fontsize=9)
     axis.grid(True, axis="y", alpha=0.3)
   axes[0, 0].legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=2, frameon=False)
   axes[-1, 0].set_xticks(positions, class_names, rotation=_tick_rotation(class_names),
                          ha="right" if _tick_rotation(class_names) else "center")
   axes[-1, 0].set_xlabel("class")
-  figure.suptitle(f"{title}: per-class test precision and recall")
+  starts = f"; y axis from {bottom:.2f}" if bottom > 0 else ""
+  figure.suptitle(f"{title}: per-class test precision and recall (mean over seeds, error bar "
+                  f"one std, at most 1{starts})")
   return _save(figure, path)
 
 

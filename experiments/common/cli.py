@@ -1,8 +1,8 @@
 """What every command-line entry point shares: config-file checks, quiet start-up, user errors.
 
-A user's mistake (a missing config file, a field out of range, a checkpoint from another run, a
-missing data set) ends the command with one ``error:`` line and exit code 2; a bug keeps its
-traceback.
+A user's mistake (a missing config file, a field out of range or one the job does not read, a
+checkpoint from another run, a missing data set: any :class:`.errors.UserError`) ends the command
+with one ``error:`` line and exit code 2; a bug keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,25 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.classification import data as data_lib
-from experiments.distributed import checkpointing
+from experiments.common.config_schema import ConfigSchema
+from experiments.common.errors import ConfigError, UserError
 
 USAGE_ERROR_EXIT_CODE = 2
-
-
-class ConfigError(ValueError):
-  """A config field or command-line value that cannot work; the message names it and the fix."""
-
-
-# Mistakes in the command, the config, the workdir or the data, as opposed to bugs.
-USER_ERRORS: tuple[type[Exception], ...] = (
-    ConfigError,
-    checkpointing.CheckpointMismatchError,
-    checkpointing.CheckpointCorruptedError,
-    data_lib.DatasetUnavailableError,
-    data_lib.ChecksumError,
-    data_lib.CorruptFileError,
-)
 
 
 def fail(message: str) -> None:
@@ -78,11 +63,14 @@ def config_argument(argv: Sequence[str]) -> str | None:
   return None
 
 
-def check_config_file(value: str) -> None:
+def check_config_file(value: str) -> Callable[[], Any]:
   """Raises :class:`ConfigError` unless ``value`` (``path[:arg]``) names a loadable config.
 
   ml_collections would otherwise answer a missing file with two chained tracebacks, and an
   argument to a ``get_config()`` that takes none with a ``TypeError``.
+
+  Returns:
+    A function of nothing that builds the config (``get_config(arg)`` or ``get_config()``).
   """
   path, _, argument = value.partition(":")
   if not Path(path).is_file():
@@ -105,6 +93,32 @@ def check_config_file(value: str) -> None:
         f"--config={value}: {path} takes no ':{argument}' variant; use --config={path} and "
         f"override fields with --config.<field>=<value>."
     )
+  return lambda: get_config(argument) if argument else get_config()
+
+
+def check_overrides(value: str, build: Callable[[], Any], argv: Sequence[str]) -> None:
+  """Raises :class:`ConfigError` for a ``--config.<field>=...`` naming no field of the config.
+
+  ml_collections would answer it with a flag-parsing traceback; a field the config lacks is one
+  its job does not read (:mod:`experiments.common.config_schema`), so the override would not
+  change anything even if it were accepted.
+  """
+  overrides = [argument[len("--config."):].split("=", 1)[0] for argument in argv
+               if argument.startswith("--config.")]
+  if not overrides:
+    return
+  config = build()
+  for override in overrides:
+    node, parts = config, override.split(".")
+    for depth, part in enumerate(parts):
+      keys = list(node.keys()) if hasattr(node, "keys") else []
+      if part not in keys:
+        parent = ".".join(["config", *parts[:depth]])
+        raise ConfigError(
+            f"--config.{override}: {value} has no field {parent}.{part}, so no code of this job "
+            f"reads it; {parent}'s fields are {sorted(keys)}."
+        )
+      node = node[part]
 
 
 def check_workdir(workdir: str) -> None:
@@ -113,24 +127,39 @@ def check_workdir(workdir: str) -> None:
     raise ConfigError(f"--workdir={workdir} is a file; pass a folder (new, or a run's).")
 
 
-def run(main: Callable[[Sequence[str]], Any], argv: Sequence[str] | None = None) -> None:
-  """``absl.app.run(main)`` with the checks and error reporting described in the module doc."""
+def check_command_line(argv: Sequence[str], default_config: str | None = None) -> None:
+  """Fails with one ``error:`` line if ``--config`` (or ``default_config``) names no loadable
+  config, or an override ``--config.<field>`` names a field it does not have."""
+  config = config_argument(argv[1:]) or default_config
+  if config is not None:
+    try:
+      check_overrides(config, check_config_file(config), argv[1:])
+    except ConfigError as error:
+      fail(str(error))
+
+
+def run(
+    main: Callable[[Sequence[str]], Any],
+    argv: Sequence[str] | None = None,
+    *,
+    default_config: str | None = None,
+) -> None:
+  """``absl.app.run(main)`` with the checks and error reporting described in the module doc.
+
+  ``default_config`` is the config file used without ``--config`` (its overrides are checked
+  too).
+  """
   from absl import app
 
   argv = list(sys.argv if argv is None else argv)
   quiet_startup()
-  config = config_argument(argv[1:])
-  if config is not None:
-    try:
-      check_config_file(config)
-    except ConfigError as error:
-      fail(str(error))
+  check_command_line(argv, default_config)
 
   def checked_main(args: Sequence[str]) -> Any:
     quiet_startup()  # Again: app.run sets absl's verbosity from its flags.
     try:
       return main(args)
-    except USER_ERRORS as error:
+    except UserError as error:
       fail(str(error))
 
   app.run(checked_main, argv=argv)
@@ -142,6 +171,7 @@ def run_job(
     default_config: str | None = None,
     default_workdir: str = "runs/{name}",
     switches: Mapping[str, str] | None = None,
+    schema: ConfigSchema | None = None,
     argv: Sequence[str] | None = None,
 ) -> None:
   """The command line of a job: ``--config FILE[:variant]``, ``--workdir DIR`` and ``switches``.
@@ -150,18 +180,24 @@ def run_job(
   ``job(config, workdir, **switch_values)`` through :func:`run`. ``--config`` takes overrides
   such as ``--config.num_seeds=5`` and is required unless ``default_config`` is given;
   ``--workdir`` defaults to ``default_workdir`` filled in from the config's fields
-  (``"runs/{name}_{optimizer}"``) and must not be a file.
+  (``"runs/{name}_{optimizer}"``) and must not be a file. With ``schema`` the config (after the
+  overrides) must hold exactly the fields the job reads (:meth:`.ConfigSchema.check`), checked
+  before the workdir and before any work.
 
   Args:
     job: what the command does, given the config, the workdir and the switches.
     default_config: the config file used without ``--config``.
     default_workdir: the workdir without ``--workdir``, a ``str.format`` pattern over the config.
     switches: boolean flags, name to help text; each is passed to ``job`` by name.
+    schema: the fields the job reads, declared next to its driver.
     argv: the command line (``sys.argv`` if None).
   """
   from absl import app, flags
   from ml_collections import config_flags
 
+  argv = list(sys.argv if argv is None else argv)
+  # Before the flags are defined: defining --config with a default already applies overrides.
+  check_command_line(argv, default_config)
   config_flag = config_flags.DEFINE_config_file(
       "config", default_config, "Path to a config file under configs/, optionally :variant.",
       lock_config=True,
@@ -176,8 +212,10 @@ def run_job(
     if len(args) > 1:
       raise app.UsageError(f"Unexpected command-line arguments: {args[1:]}.")
     config = config_flag.value
+    if schema is not None:
+      schema.check(config)
     workdir = workdir_flag.value or default_workdir.format_map(config)
     check_workdir(workdir)
     job(config, workdir, **{name: flag.value for name, flag in switch_flags.items()})
 
-  run(main, argv=argv)
+  run(main, argv=argv, default_config=default_config)

@@ -17,6 +17,10 @@ import rmsprop_jax
 from rmsprop_jax import hyperparameters as rmsprop_hyperparameters
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
+# How tables, legends and titles name each optimizer.
+OPTIMIZER_LABELS = {
+    "sgd": "SGD", "momentum": "SGD + momentum", "adam": "Adam", "rmsprop": "RMSprop",
+}
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 # Hyperparameters each optimizer accepts, with the default used when a config leaves one out.

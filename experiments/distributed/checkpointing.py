@@ -24,6 +24,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from experiments.common.errors import UserError
+
 FORMAT_VERSION = 1
 STATE_ITEM = "state"
 META_ITEM = "meta"
@@ -32,11 +34,11 @@ CORRUPTED_DIR = "corrupted"
 _POSITION_MULTIPLIER = 2654435761
 
 
-class CheckpointCorruptedError(RuntimeError):
+class CheckpointCorruptedError(UserError, RuntimeError):
   """A checkpoint directory that cannot be read back or whose arrays fail verification."""
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
   """An intact checkpoint written by a run with other settings, which this run cannot continue."""
 
 

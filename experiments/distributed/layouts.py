@@ -42,6 +42,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from experiments.common import hardware as hardware_lib
+from experiments.common.tables import markdown_table
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = "configs/distributed/digits_distributed.py"
 
@@ -143,10 +146,10 @@ def run_layouts(workdir: Path, *, epochs: int, optimizer: str) -> list[dict[str,
   """Trains every layout (see the module docstring) and compares each with one device."""
   common = [f"--config.num_epochs={epochs}", f"--config.optimizer={optimizer}"]
   from configs.distributed import digits_distributed
-  from experiments.classification import train
+  from experiments.classification import data as data_lib
 
   config = digits_distributed.get_config()
-  examples = train.load_config_dataset(config).train_images.shape[0]
+  examples = data_lib.load_config_dataset(config).train_images.shape[0]
   total_steps = epochs * (examples // config.batch_size)
   layouts = layout_specs(workdir, total_steps)
   for layout in layouts:
@@ -209,24 +212,28 @@ def write_report(workdir: Path, layouts: list[dict[str, Any]], *, optimizer: str
   figure.savefig(workdir / "layouts.png", dpi=120)
   plt.close(figure)
 
-  rows = [
-      "| layout | mesh (data x model) | compile s | train s | steps/s | collectives in the step "
-      "(all-reduce / all-gather / reduce-scatter) | final test accuracy | max abs param diff vs "
-      "1 device | bitwise equal |",
-      "|---|---|---|---|---|---|---|---|---|",
-  ]
+  rows = []
   for layout in layouts:
     summary = layout["summary"]
     steps = summary["final_step"] - summary["start_step"]
     collectives = summary["step_collectives"]
-    rows.append(
-        f"| {layout['name']} | {layout['data']} x {layout['model']} | "
-        f"{summary['compile_time_s']:.2f} | {summary['train_time_s']:.2f} | "
-        f"{steps / summary['train_time_s']:.0f} | {collectives['all-reduce']} / "
-        f"{collectives['all-gather']} / {collectives['reduce-scatter']} | "
-        f"{summary['history'][-1]['test_accuracy']:.4f} | "
-        f"{layout['max_param_difference']:.2e} | {'yes' if layout['bitwise_equal'] else 'no'} |"
-    )
+    rows.append([
+        layout["name"], f"{layout['data']} x {layout['model']}",
+        f"{summary['compile_time_s']:.2f}", f"{summary['train_time_s']:.2f}",
+        f"{steps / summary['train_time_s']:.0f}",
+        f"{collectives['all-reduce']} / {collectives['all-gather']} / "
+        f"{collectives['reduce-scatter']}",
+        f"{summary['history'][-1]['test_accuracy']:.4f}",
+        f"{layout['max_param_difference']:.2e}", "yes" if layout["bitwise_equal"] else "no",
+    ])
+  table = markdown_table(
+      ["layout", "mesh (data x model)", "compile s", "train s", "steps/s",
+       "collectives in the step (all-reduce / all-gather / reduce-scatter)",
+       f"final test accuracy ({layouts[0]['summary'].get('model', 'cnn')} model)",
+       "max abs param diff vs 1 device", "bitwise equal"],
+      rows,
+  )
+  hardware = hardware_lib.describe()
   text = "\n".join([
       "# One training, several device layouts",
       "",
@@ -236,14 +243,16 @@ def write_report(workdir: Path, layouts: list[dict[str, Any]], *, optimizer: str
       f"{layouts[0]['summary']['total_steps']} steps, seed 0. Simulated CPU devices "
       "(`--xla_force_host_platform_device_count`) share the machine's cores, so the timings show "
       "overheads, not speed-ups. For the resumed run, the timings are those of its second half.",
+      f"Hardware: {hardware_lib.summary_line(hardware)}.",
       "",
-      *rows,
+      table,
       "",
       "![layouts](layouts.png)",
       "",
   ])
   (workdir / "report.md").write_text(text)
-  (workdir / "layouts.json").write_text(json.dumps(layouts, indent=2))
+  (workdir / "layouts.json").write_text(json.dumps({"hardware": hardware, "layouts": layouts},
+                                                   indent=2))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

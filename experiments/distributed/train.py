@@ -31,13 +31,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from benchmarks.hlo import count_collectives
 from experiments.classification import data as data_lib
-from experiments.classification import train
+from experiments.classification import model_spec, steps, tuned_hparams
 from experiments.common import cli, data_order, serialization
+from experiments.common import hardware as hardware_lib
 from experiments.common import optimizers as optimizer_lib
+from experiments.common.hlo import count_collectives
+from experiments.common.tables import markdown_table
 from experiments.distributed import checkpointing, sharding
 from experiments.distributed import multihost as distributed_lib
+from experiments.distributed import schema as distributed_schema
 
 
 @dataclasses.dataclass
@@ -59,7 +62,7 @@ class DistributedRunResult:
     checkpoint_time_s: time spent in checkpoint saves (the synchronous part of async saves).
   """
 
-  state: train.TrainState
+  state: steps.TrainState
   start_step: int
   final_step: int
   total_steps: int
@@ -85,9 +88,9 @@ def make_step_fn(
   replicated array serves the epoch). The input state's buffers are donated.
   """
   def step(
-      state: train.TrainState, batch: Any, step_keys: jax.Array, index: jax.Array
-  ) -> tuple[train.TrainState, dict[str, jax.Array]]:
-    return train.train_step(graphdef, optimizer, state, batch, step_keys[index])
+      state: steps.TrainState, batch: Any, step_keys: jax.Array, index: jax.Array
+  ) -> tuple[steps.TrainState, dict[str, jax.Array]]:
+    return steps.train_step(graphdef, optimizer, state, batch, step_keys[index])
 
   everywhere = sharding.replicated(mesh)
   examples = sharding.batch_sharding(mesh)
@@ -221,7 +224,7 @@ class RunSetup:
   """The model, optimizer and mesh of a run, and the train state's layout on the mesh.
 
   Attributes:
-    spec: the model spec (:func:`train.model_spec`).
+    spec: the model spec (:func:`.model_spec.model_spec`).
     graphdef: the model's graph definition.
     hparams: the optimizer's resolved hyperparameters.
     optimizer: the optax optimizer (its schedule spans ``total_steps``).
@@ -241,7 +244,7 @@ class RunSetup:
   mesh: jax.sharding.Mesh
   abstract_state: Any
   state_shardings: Any
-  init_fn: Callable[[], train.TrainState]
+  init_fn: Callable[[], steps.TrainState]
   steps_per_epoch: int
   total_steps: int
   last_step: int
@@ -273,20 +276,13 @@ def check_run_config(
     )
 
 
-# Keys are derived inside the compiled functions from the seed, so that every process
-# computes them identically and no process-local array enters a multi-process program.
-def seed_keys(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
-  """The seed's ``(init, data)`` keys; call it only inside traced functions (see above)."""
-  return data_order.seed_keys(config.seed)
-
-
 def setup_run(
     config: ml_collections.ConfigDict, dataset: data_lib.Dataset, mesh: jax.sharding.Mesh
 ) -> RunSetup:
   """Model, optimizer and sharded state layout of a checked config (:func:`check_run_config`)."""
-  spec = train.model_spec(config, dataset)
-  graphdef = train.model_graphdef(spec)
-  hparams = train.resolve_hparams(config, config.optimizer)
+  spec = model_spec.model_spec(config, dataset)
+  graphdef = model_spec.model_graphdef(spec)
+  hparams = tuned_hparams.resolve_hparams(config, config.optimizer)
   steps_per_epoch = dataset.train_images.shape[0] // config.batch_size
   total_steps = steps_per_epoch * config.num_epochs
   stop_after = int(config.stop_after_steps)
@@ -294,8 +290,11 @@ def setup_run(
       config.optimizer, hparams, schedule=config.lr_schedule, total_steps=total_steps
   )
 
-  def init_fn() -> train.TrainState:
-    return train.init_train_state(spec, optimizer, seed_keys(config)[0])
+  # The keys are derived inside the compiled functions from the seed (data_order.seed_keys
+  # inside traced code only), so that every process computes them identically and no
+  # process-local array enters a multi-process program.
+  def init_fn() -> steps.TrainState:
+    return steps.init_train_state(spec, optimizer, data_order.seed_keys(config.seed)[0])
 
   abstract_state = jax.eval_shape(init_fn)
   state_shardings = sharding.train_state_shardings(
@@ -335,7 +334,7 @@ def restore_or_initialize(
     setup: RunSetup,
     checkpointer: checkpointing.TrainCheckpointer,
     run_facts: dict[str, Any],
-) -> tuple[train.TrainState, checkpointing.DataPosition, dict[str, Any] | None]:
+) -> tuple[steps.TrainState, checkpointing.DataPosition, dict[str, Any] | None]:
   """The newest usable checkpoint that agrees with this run, or the initial state at step 0.
 
   Returns ``(state, position, extra)``; ``extra`` is ``None`` when nothing was restored.
@@ -357,7 +356,7 @@ def compile_step(
     config: ml_collections.ConfigDict,
     dataset: data_lib.Dataset,
     setup: RunSetup,
-    state: train.TrainState,
+    state: steps.TrainState,
 ) -> CompiledStep:
   """Lowers and compiles the sharded training step for ``state``'s layout; times the compile."""
   step_fn = make_step_fn(setup.graphdef, setup.optimizer, setup.state_shardings, setup.mesh)
@@ -369,7 +368,8 @@ def compile_step(
       state,
       (jax.ShapeDtypeStruct(batch_shape, dataset.train_images.dtype, sharding=examples),
        jax.ShapeDtypeStruct((config.batch_size,), dataset.train_labels.dtype, sharding=examples)),
-      jax.eval_shape(lambda: jax.random.split(seed_keys(config)[1], setup.steps_per_epoch)),
+      jax.eval_shape(lambda: jax.random.split(data_order.seed_keys(config.seed)[1],
+                                              setup.steps_per_epoch)),
       jax.ShapeDtypeStruct((), jnp.int32, sharding=everywhere),
   ).compile()
   compile_time = time.perf_counter() - compile_start
@@ -405,14 +405,15 @@ class TrainLoop:
 
     @functools.partial(jax.jit, out_shardings=(self.everywhere, self.everywhere))
     def epoch_plan(epoch: jax.Array) -> tuple[jax.Array, jax.Array]:
-      epoch_key = data_order.epoch_keys(seed_keys(config)[1], config.num_epochs)[epoch]
+      data_key = data_order.seed_keys(config.seed)[1]
+      epoch_key = data_order.epoch_keys(data_key, config.num_epochs)[epoch]
       return data_order.epoch_plan(epoch_key, num_examples, config.batch_size)
 
     self.epoch_plan = epoch_plan
     self.test_images = sharding.host_to_global(dataset.test_images, self.everywhere)
     self.test_labels = sharding.host_to_global(dataset.test_labels, self.everywhere)
     self.eval_fn = jax.jit(
-        functools.partial(train.evaluate, setup.graphdef, batch_size=config.eval_batch_size),
+        functools.partial(steps.evaluate, setup.graphdef, batch_size=config.eval_batch_size),
         out_shardings=self.everywhere,
     )
     self.train_time_s = 0.0
@@ -423,7 +424,7 @@ class TrainLoop:
     self.batches_host: np.ndarray | None = None
     self.step_keys: jax.Array | None = None
 
-  def run_step(self, state: train.TrainState, step: int) -> train.TrainState:
+  def run_step(self, state: steps.TrainState, step: int) -> steps.TrainState:
     """Step ``step`` (counted from 0) on its batch; the new state after it.
 
     The time from the batch's copy to the device to the step's end counts as training time.
@@ -449,7 +450,7 @@ class TrainLoop:
     self.train_time_s += time.perf_counter() - tick
     return state
 
-  def end_epoch(self, state: train.TrainState, step: int) -> None:
+  def end_epoch(self, state: steps.TrainState, step: int) -> None:
     """At an epoch's end (after ``step`` steps): evaluates and records the epoch."""
     evaluation = distributed_lib.fetch(self.eval_fn(state, self.test_images, self.test_labels))
     self.fetch_step_metrics()
@@ -457,7 +458,7 @@ class TrainLoop:
         step=step, epoch=step // self.setup.steps_per_epoch, evaluation=evaluation
     )
 
-  def maybe_save(self, state: train.TrainState, position: checkpointing.DataPosition) -> bool:
+  def maybe_save(self, state: steps.TrainState, position: checkpointing.DataPosition) -> bool:
     """Saves if a checkpoint is due, at the last step or on a preemption notice (timed).
 
     Returns whether a preemption notice was received (the run must then stop).
@@ -478,7 +479,7 @@ class TrainLoop:
     self.epoch_metrics = []
 
   def save(
-      self, state: train.TrainState, position: checkpointing.DataPosition, *, force: bool
+      self, state: steps.TrainState, position: checkpointing.DataPosition, *, force: bool
   ) -> None:
     """Saves a checkpoint of ``state`` at ``position`` with the run's facts and progress."""
     self.checkpointer.save(
@@ -509,7 +510,7 @@ def train_and_evaluate(
   distributed_lib.initialize(config.distributed)
   run_dir = checkpointing.as_checkpoint_path(workdir)
   run_dir.mkdir(parents=True, exist_ok=True)
-  dataset = dataset if dataset is not None else train.load_config_dataset(config)
+  dataset = dataset if dataset is not None else data_lib.load_config_dataset(config)
   mesh = sharding.make_mesh(config.mesh, devices)
   check_run_config(config, dataset.train_images.shape[0], mesh)
   setup = setup_run(config, dataset, mesh)
@@ -556,28 +557,30 @@ def write_summary(
       for field in dataclasses.fields(result) if field.name != "state"
   }
   fields["optimizer"] = config.optimizer
+  fields["model"] = config.model
   fields["devices"] = [str(device) for device in jax.devices()]
+  fields["hardware"] = hardware_lib.describe()
   (workdir / "summary.json").write_text(json.dumps(fields, indent=2))
   steps_run = result.final_step - result.start_step
+  table = markdown_table(
+      ["epoch", "step", "train loss", "train accuracy", "test loss", "test accuracy"],
+      [[record["epoch"], record["step"], f"{record['train_loss']:.4f}",
+        f"{record['train_accuracy']:.4f}", f"{record['test_loss']:.4f}",
+        f"{record['test_accuracy']:.4f}"] for record in result.history],
+  )
   lines = [
-      f"# {config.name}: {config.optimizer} on a {result.mesh_shape} mesh, "
-      f"{result.num_processes} process(es)",
+      f"# {config.name}: {config.optimizer} on the {config.model} model, a {result.mesh_shape} "
+      f"mesh, {result.num_processes} process(es)",
       "",
       f"Steps {result.start_step} to {result.final_step} of {result.total_steps}; "
       f"compile {result.compile_time_s:.2f} s, training {result.train_time_s:.2f} s "
       f"({steps_run / max(result.train_time_s, 1e-9):.1f} steps/s), checkpoint saves "
       f"{result.checkpoint_time_s:.2f} s. Collectives in the compiled step: "
-      + ", ".join(f"{name} {count}" for name, count in result.step_collectives.items()) + ".",
+      + ", ".join(f"{name} {count}" for name, count in result.step_collectives.items()) + ". "
+      f"Hardware: {hardware_lib.summary_line(fields['hardware'])}.",
       "",
-      "| epoch | step | train loss | train accuracy | test loss | test accuracy |",
-      "|---|---|---|---|---|---|",
+      table,
   ]
-  for record in result.history:
-    lines.append(
-        f"| {record['epoch']} | {record['step']} | {record['train_loss']:.4f} | "
-        f"{record['train_accuracy']:.4f} | {record['test_loss']:.4f} | "
-        f"{record['test_accuracy']:.4f} |"
-    )
   (workdir / "summary.md").write_text("\n".join(lines) + "\n")
 
 
@@ -594,7 +597,8 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"test accuracy {final.get('test_accuracy', float('nan')):.4f}; wrote {workdir}"
       )
 
-  cli.run_job(train, default_config="configs/distributed/digits_distributed.py", argv=argv)
+  cli.run_job(train, default_config="configs/distributed/digits_distributed.py",
+              schema=distributed_schema.SCHEMA, argv=argv)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import numpy as np
 import optax
 from flax import nnx
 
+from experiments.common.config_schema import ConfigSchema
+from experiments.common.tables import markdown_table
 from experiments.studies import common
 
 TRIVIAL_MSE = 2.0 / 12.0  # predicting 1 for a sum of two independent U[0, 1] values
@@ -257,6 +259,19 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[int, Mapping[
   return [mse_plot, grad_plot]
 
 
+# Every field the study reads (the workdir's default reads ``name``); the command line refuses a
+# config with a field more or less.
+SCHEMA = ConfigSchema(
+    job="experiments.studies.adding_problem",
+    fields=(
+        "name", "cell", "hidden_size", "forget_bias", "sequence_lengths", "batch_size",
+        "num_steps", "eval_every", "eval_size", "eval_seed", "success_mse", "num_seeds",
+        "seed", "optimizers",
+    ),
+    example="configs/studies/adding_problem.py",
+)
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Rejects configurations that cannot run, naming the offending field."""
   common.check_seeds(config.num_seeds)
@@ -318,7 +333,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       f"{config.batch_size}, evaluation on {config.eval_size} fixed sequences every "
       f"{config.eval_every} steps; trivial MSE {TRIVIAL_MSE:.3f}. Steps to success average the "
       f"seeds that reached it. {common.timing_note(summary)}",
-      common.markdown_table(header, rows),
+      markdown_table(header, rows),
       common.optimizer_table(config.optimizers),
       common.plot_links(plots),
   ])
@@ -327,4 +342,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 if __name__ == "__main__":
-  common.run_main(train_and_evaluate, "configs/studies/adding_problem.py")
+  common.run_main(train_and_evaluate, "configs/studies/adding_problem.py", SCHEMA)

@@ -31,7 +31,9 @@ from tqdm import tqdm
 from experiments.common import cli
 from experiments.common import hardware as hardware_lib
 from experiments.common import optimizers as optimizer_lib
+from experiments.common.config_schema import ConfigSchema
 from experiments.common.serialization import to_jsonable
+from experiments.common.tables import markdown_table
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after matplotlib.use: the backend must be chosen first
@@ -74,9 +76,6 @@ def describe_optimizer(spec: Mapping[str, Any]) -> str:
   return f"{spec['kind']}({details})"
 
 
-_KIND_NAMES = {"sgd": "SGD", "momentum": "SGD + momentum", "adam": "Adam", "rmsprop": "RMSprop"}
-
-
 def display_name(spec: Mapping[str, Any]) -> str:
   """The legend label of an optimizer spec: its kind, and what sets an RMSprop variant apart.
 
@@ -84,7 +83,7 @@ def display_name(spec: Mapping[str, Any]) -> str:
   'RMSprop (decay 0.999, centered)'
   """
   spec = dict(spec)
-  name = _KIND_NAMES[spec["kind"]]
+  name = optimizer_lib.OPTIMIZER_LABELS[spec["kind"]]
   if spec["kind"] != "rmsprop":
     return name
   details = [f"decay {spec.get('decay', 0.9):g}"]
@@ -234,13 +233,6 @@ def first_step_below(steps: np.ndarray, curve: np.ndarray, threshold: float) -> 
   return float(steps[below[0]]) if below.size else math.nan
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  """A GitHub-flavoured Markdown table."""
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-  return "\n".join(lines)
-
-
 def run_record(study: str, config: ml_collections.ConfigDict, stopwatch: Stopwatch
                ) -> dict[str, Any]:
   """The keys every summary.json starts with: study, config, hardware, times and seeds."""
@@ -263,7 +255,7 @@ def seeds_note(num_seeds: int) -> str:
 def timing_note(summary: Mapping[str, Any]) -> str:
   """The summaries' sentence on wall time, CPU time and the machine, from a :func:`run_record`."""
   return (f"Wall time {summary['wall_time_s']:.0f} s (CPU time {summary['cpu_time_s']:.0f} s) "
-          f"on {summary['hardware']['cpu_count']} CPU cores ({jax.default_backend()}).")
+          f"on {hardware_lib.summary_line(summary['hardware'])}.")
 
 
 def optimizer_table(optimizers: Mapping[str, Mapping[str, Any]]) -> str:
@@ -340,13 +332,15 @@ class Stopwatch:
 def run_main(
     train_and_evaluate: Callable[[ml_collections.ConfigDict, str], Mapping[str, Any]],
     default_config: str,
+    schema: ConfigSchema,
 ) -> None:
   """The command line every study shares: :func:`experiments.common.cli.run_job` over
-  ``train_and_evaluate`` (``--config configs/studies/<study>.py[:quick]``, ``--workdir``)."""
+  ``train_and_evaluate`` (``--config configs/studies/<study>.py[:quick]``, ``--workdir``); a
+  config must hold exactly the fields of the study's ``schema``."""
 
   def study(config: ml_collections.ConfigDict, workdir: str) -> None:
     summary = train_and_evaluate(config, workdir)
     print(f"wrote {workdir}/summary.json, summary.md and {len(summary['plots'])} plots "
           f"in {summary['wall_time_s']:.1f} s")
 
-  cli.run_job(study, default_config=default_config)
+  cli.run_job(study, default_config=default_config, schema=schema)

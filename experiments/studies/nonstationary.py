@@ -22,6 +22,8 @@ import numpy as np
 import optax
 from flax import nnx
 
+from experiments.common.config_schema import ConfigSchema
+from experiments.common.tables import markdown_table
 from experiments.studies import common
 
 Teacher = dict[str, jax.Array]
@@ -295,6 +297,20 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[str, Mapping[
   return plots
 
 
+# Every field the study reads (the workdir's default reads ``name``); the command line refuses a
+# config with a field more or less.
+SCHEMA = ConfigSchema(
+    job="experiments.studies.nonstationary",
+    fields=(
+        "name", "input_dim", "input_scale_range", "teacher_hidden_size",
+        "student_hidden_size", "output_scale_range", "noise_std", "drift", "segment_length",
+        "num_segments", "batch_size", "probe_size", "window", "recovery_threshold",
+        "num_seeds", "seed", "optimizers",
+    ),
+    example="configs/studies/nonstationary.py",
+)
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Rejects configurations that cannot run, naming the offending field."""
   common.check_seeds(config.num_seeds)
@@ -346,7 +362,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       f"{config.output_scale_range}]. Per-jump numbers leave out the first segment. Recovery "
       f"times that never happen count as {config.segment_length}. "
       f"{common.timing_note(summary)}",
-      common.markdown_table(header, rows),
+      markdown_table(header, rows),
       common.optimizer_table(config.optimizers),
       common.plot_links(plots),
   ])
@@ -355,4 +371,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 if __name__ == "__main__":
-  common.run_main(train_and_evaluate, "configs/studies/nonstationary.py")
+  common.run_main(train_and_evaluate, "configs/studies/nonstationary.py", SCHEMA)

@@ -22,6 +22,8 @@ import optax
 from flax import nnx
 from sklearn import metrics as sklearn_metrics
 
+from experiments.common.config_schema import ConfigSchema
+from experiments.common.tables import markdown_table
 from experiments.studies import common
 
 BUCKET_NAMES = ("head", "torso", "tail")
@@ -293,6 +295,19 @@ def make_plots(config: ml_collections.ConfigDict, results: Mapping[str, Mapping[
   return [curves_plot, buckets_plot, movement_plot]
 
 
+# Every field the study reads (the workdir's default reads ``name``); the command line refuses a
+# config with a field more or less.
+SCHEMA = ConfigSchema(
+    job="experiments.studies.sparse_features",
+    fields=(
+        "name", "num_features", "zipf_exponent", "bag_size", "embedding_dim",
+        "bucket_edges", "batch_size", "num_steps", "eval_every", "eval_size", "eval_seed",
+        "num_seeds", "seed", "movement_gaps", "movement_periods", "optimizers",
+    ),
+    example="configs/studies/sparse_features.py",
+)
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Rejects configurations that cannot run, naming the offending field."""
   common.check_seeds(config.num_seeds)
@@ -356,11 +371,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       + ", ".join(f"{name} [{low}, {high}) ≈{visits[name]:.3g} examples per row"
                   for name, (low, high) in zip(BUCKET_NAMES, bounds, strict=True))
       + f". {common.timing_note(summary)}",
-      common.markdown_table(header, rows),
+      markdown_table(header, rows),
       "## How well each frequency bucket was learned",
-      common.markdown_table(bucket_header, bucket_rows),
+      markdown_table(bucket_header, bucket_rows),
       "## Movement of a row per gradient it receives, in learning rates",
-      common.markdown_table(movement_header, movement_rows),
+      markdown_table(movement_header, movement_rows),
       common.optimizer_table(config.optimizers),
       common.plot_links(plots),
   ])
@@ -369,4 +384,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 if __name__ == "__main__":
-  common.run_main(train_and_evaluate, "configs/studies/sparse_features.py")
+  common.run_main(train_and_evaluate, "configs/studies/sparse_features.py", SCHEMA)

@@ -180,8 +180,8 @@ def test_tuned_from_overrides_the_config_hyperparameters(tmp_path):
       "best": {
           "rmsprop": {"trial": 3, "hparams": {"learning_rate": 0.003, "decay": 0.95},
                       "validation_accuracy": 0.97},
-          "adam": {"learning_rate": 0.002},
-          "sgd": None,
+          "adam": {"hparams": {"learning_rate": 0.002}},
+          "sgd": None,  # Every trial diverged: the config's values stay.
       }
   }
   path = tmp_path / "sweep.json"
@@ -202,6 +202,10 @@ def test_tuned_from_reports_a_missing_or_malformed_file(tmp_path):
   path.write_text(json.dumps({"trials": []}))
   with pytest.raises(ValueError, match="'best'"):
     train.load_tuned_hparams(path, "sgd")
+  # An entry of a format no sweep writes (the hyperparameters themselves): rerun the sweep.
+  path.write_text(json.dumps({"best": {"adam": {"learning_rate": 0.002}}}))
+  with pytest.raises(ValueError, match=r"no 'hparams' object.*rerun the sweep"):
+    train.load_tuned_hparams(path, "adam")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from jax.sharding import PartitionSpec
 
-from benchmarks.hlo import count_collectives
 from experiments.common import optimizers as optimizer_lib
+from experiments.common.hlo import count_collectives
 from experiments.distributed import sharding
 from tests.conftest import MIN_SHARD_SIZE, result_line, run_in_subprocess, tiny_config
 

@@ -1,4 +1,8 @@
-"""Reading compiled programs: counts of collectives and of memory passes in HLO text."""
+"""Reading compiled programs: counts of collectives and of memory passes in HLO text.
+
+Below both the jobs (the sharded trainer counts its step's collectives) and the benchmark (the
+update step's passes over memory), so that neither imports the other.
+"""
 
 from __future__ import annotations
 
