@@ -153,6 +153,7 @@ def track_torch(kind: str, decay: float, eps: float, scales: jax.Array, noise: f
   import torch
 
   parameter = torch.nn.Parameter(torch.zeros(tuple(scales.shape)))
+  optimizer: Any
   if kind == "bitsandbytes":
     import bitsandbytes
 

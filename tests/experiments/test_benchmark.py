@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import jax.numpy as jnp
 import optax
@@ -164,7 +165,7 @@ def test_state_format_cases_pair_with_float32_state_and_have_a_target():
   for name in names:
     assert name in optimizers and benchmark.REFERENCE_OF[name] == "rmsprop_jax"
   ratios = {name: 1.0 for name in (*benchmark.OURS, benchmark.CONTROL)}
-  case = {"tree": "one_leaf", "num_params": 1 << 24, "ratio_to_torch": {},
+  case: dict[str, Any] = {"tree": "one_leaf", "num_params": 1 << 24, "ratio_to_torch": {},
           "ratio_to_reference": {**ratios, **{name: 1.2 for name in names}},
           "state_bytes_per_param": {"rmsprop_jax bf16": 2.0, "rmsprop_jax": 4.0},
           "bandwidth_vs_sgd": {"rmsprop_jax": 0.9, "optax.rmsprop": 0.9}}
