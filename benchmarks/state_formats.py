@@ -235,7 +235,8 @@ def plot_tracking(tracking: Mapping[str, Any], decays: Sequence[float], workdir:
                   elinewidth=0.8, capsize=2)
   axis.set_yscale("log")
   axis.set_xticks(np.arange(len(names)))
-  axis.set_xticklabels([n.replace(" (", "\n(") for n in names], fontsize=7)
+  axis.set_xticklabels([n.replace(" (", "\n(").replace("torch.optim.", "torch ") for n in names],
+                      fontsize=7, rotation=25, ha="right")
   axis.set_ylabel("|update / float32 update - 1|\n(bar: median, whisker: 90th pct.)")
   axis.grid(True, axis="y", which="both", alpha=0.3)
   axis.legend(fontsize=8)
