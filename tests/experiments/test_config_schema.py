@@ -47,6 +47,12 @@ def _benchmark() -> ConfigSchema:
   return schema.SCHEMA
 
 
+def _state_formats() -> ConfigSchema:
+  from benchmarks import state_formats
+
+  return state_formats.SCHEMA
+
+
 # Config folder (or file) -> the schema of the job that reads it.
 JOBS: dict[str, Callable[[], ConfigSchema]] = {
     "configs/classification": _classification,
@@ -54,7 +60,8 @@ JOBS: dict[str, Callable[[], ConfigSchema]] = {
     "configs/studies/adding_problem.py": _study("adding_problem"),
     "configs/studies/nonstationary.py": _study("nonstationary"),
     "configs/studies/sparse_features.py": _study("sparse_features"),
-    "configs/benchmarks": _benchmark,
+    "configs/benchmarks/benchmark.py": _benchmark,
+    "configs/benchmarks/state_formats.py": _state_formats,
 }
 
 
