@@ -22,7 +22,7 @@ import pytest
 from experiments.common.config_schema import ConfigSchema
 from experiments.common.errors import ConfigError
 from tests.conftest import REPO
-from tests.experiments.test_cli import assert_one_line_error, run_module
+from tests.experiments.test_cli import assert_one_line_error, run_module_in_process
 
 
 def _classification() -> ConfigSchema:
@@ -183,7 +183,7 @@ COMMANDS = [
 def test_the_command_line_refuses_a_field_the_job_does_not_read(
     tmp_path: Path, module: str, arguments: list[str], field: str) -> None:
   workdir = tmp_path / "run"
-  completed = run_module(module, *arguments, f"--workdir={workdir}")
+  completed = run_module_in_process(module, *arguments, f"--workdir={workdir}")
   assert_one_line_error(completed, field)
   assert not workdir.exists()
 
@@ -198,7 +198,7 @@ def test_a_config_file_with_an_extra_field_is_one_line_before_any_work(tmp_path:
       "  return config\n"
   )
   workdir = tmp_path / "run"
-  completed = run_module("experiments.studies.adding_problem", f"--config={config_file}",
+  completed = run_module_in_process("experiments.studies.adding_problem", f"--config={config_file}",
                          f"--workdir={workdir}")
   assert_one_line_error(completed, "['learning_rate'] not read by experiments.studies")
   assert not workdir.exists()
