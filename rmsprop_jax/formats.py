@@ -345,20 +345,35 @@ class BitsandbytesInt8Leaf:
 
 @dataclasses.dataclass(frozen=True)
 class _Blocks:
-  """Blocks of a leaf: ``group`` rows of ``width`` entries of its 2-D view ``(rows, columns)``.
+  """Blocks of a leaf along its last two axes, ``(rows, columns) = shape[-2:]``.
 
   Rows at least ``block_size`` long are cut into blocks of ``block_size`` (the last one padded
-  with zeros); shorter rows are grouped ``block_size // columns`` to a block.
+  with zeros); shorter rows are grouped ``block_size // columns`` consecutive rows (of one
+  index of the leading axes) to a block. A vector is one row. No block spans two indices of a
+  leading axis, so sharding the leading axes never splits a block; a sharded last (or
+  second-to-last) axis keeps its blocks whole when each shard holds a whole number of blocks
+  (:meth:`check_sharding`). See :meth:`split` for the blocked view, :meth:`scales` for the
+  scales' shape (sharded like the parameter's leading axes and its blocked axis).
   """
 
   shape: tuple[int, ...]
-  rows: int
-  columns: int
   block_size: int
 
   @property
+  def vector(self) -> bool:
+    return len(self.shape) == 1
+
+  @property
+  def rows(self) -> int:
+    return 1 if self.vector else self.shape[-2]
+
+  @property
+  def columns(self) -> int:
+    return self.shape[-1]
+
+  @property
   def group(self) -> int:
-    return max(1, self.block_size // self.columns)
+    return 1 if self.vector else max(1, self.block_size // self.columns)
 
   @property
   def width(self) -> int:
@@ -372,18 +387,115 @@ class _Blocks:
   def column_blocks(self) -> int:
     return -(-self.columns // self.width)
 
+  @property
+  def grouped(self) -> bool:
+    return self.group > 1
+
   def split(self, x: jax.Array) -> jax.Array:
-    """``x`` as ``(row_blocks, group, column_blocks, width)``, zero-padded."""
-    x = x.reshape(self.rows, self.columns)
-    pad_rows = self.row_blocks * self.group - self.rows
-    pad_columns = self.column_blocks * self.width - self.columns
-    if pad_rows or pad_columns:
-      x = jnp.pad(x, ((0, pad_rows), (0, pad_columns)))
-    return x.reshape(self.row_blocks, self.group, self.column_blocks, self.width)
+    """``x`` in the blocked view, zero-padded.
+
+    A vector: ``(column_blocks, width)``; rows of at least ``block_size``: ``lead + (rows,
+    column_blocks, width)``; shorter rows: ``lead + (row_blocks, group, columns)``. No axis
+    of size 1 is inserted (JAX's sharding rules cannot always reshape around one).
+    """
+    lead = self.shape[:-2]
+    if self.grouped:
+      pad = self.row_blocks * self.group - self.rows
+      if pad:
+        x = jnp.pad(x, [(0, 0)] * len(lead) + [(0, pad), (0, 0)])
+      return x.reshape(*lead, self.row_blocks, self.group, self.columns)
+    pad = self.column_blocks * self.width - self.columns
+    if pad:
+      x = jnp.pad(x, [(0, 0)] * (len(self.shape) - 1) + [(0, pad)])
+    return x.reshape(*self.shape[:-1], self.column_blocks, self.width)
 
   def join(self, blocks: jax.Array) -> jax.Array:
-    x = blocks.reshape(self.row_blocks * self.group, self.column_blocks * self.width)
-    return x[: self.rows, : self.columns].reshape(self.shape)
+    if self.grouped:
+      x = blocks.reshape(*self.shape[:-2], self.row_blocks * self.group, self.columns)
+      return x[..., : self.rows, :] if x.shape[-2] != self.rows else x
+    x = blocks.reshape(*self.shape[:-1], self.column_blocks * self.width)
+    return x[..., : self.columns] if x.shape[-1] != self.columns else x
+
+  def scales(self, blocks: jax.Array) -> jax.Array:
+    """Each block's largest absolute value: ``lead + (rows, column_blocks)`` (for grouped
+    rows ``lead + (row_blocks, 1)``, for a vector ``(column_blocks,)``)."""
+    scales = jnp.max(jnp.abs(blocks), axis=-1)
+    return jnp.max(scales, axis=-1, keepdims=True) if self.grouped else scales
+
+  def expand(self, scales: jax.Array) -> jax.Array:
+    """``scales`` broadcastable against the blocked view."""
+    return scales[..., None]
+
+  def check_sharding(self, leaf: Any, *, path: str, what: str) -> None:
+    """Raises ``ValueError`` if ``leaf``'s (known) sharding would split a block across shards.
+
+    A leading axis may be sharded freely; the last axis only into shards of a whole number of
+    blocks (``width`` entries each), the second-to-last only into a whole number of row groups.
+    """
+    shard = _shard_shape(leaf)
+    if shard is None:
+      return
+    problems = []
+    axes = [(len(self.shape) - 1, self.width, "blocks of")]
+    if not self.vector:
+      axes.append((len(self.shape) - 2, self.group, "row groups of"))
+    for axis, unit, noun in axes:
+      size, part = self.shape[axis], shard[axis]
+      if part != size and (size % part or part % unit):
+        problems.append(f"axis {axis} ({size} entries) is sharded into shards of {part}, not a "
+                        f"whole number of {noun} {unit}")
+    if problems:
+      raise ValueError(
+          f"{what} cannot keep the state of the parameter {path} (shape {self.shape}) sharded "
+          f"like it: {'; '.join(problems)}, so a block would straddle two shards (and every "
+          "update would need a collective). Shard that parameter along another axis (or so that "
+          "each shard holds whole blocks), change block_size, or keep it in a per-element format "
+          "(raise min_size above its size)."
+      )
+
+
+def _shard_shape(leaf: Any) -> tuple[int, ...] | None:
+  """The shape of one shard of ``leaf``, where its sharding is known (else ``None``).
+
+  Concrete arrays carry their sharding; under ``jit`` only explicit mesh axes put it in the
+  type (``jax.typeof``).
+  """
+  shape = tuple(np.shape(leaf))
+  sharding = getattr(leaf, "sharding", None)
+  if sharding is None:
+    try:
+      sharding = jax.typeof(leaf).sharding
+    except Exception:  # not a JAX value: nothing is known
+      return None
+  try:
+    return tuple(sharding.shard_shape(shape))
+  except Exception:  # an abstract sharding (Auto axes): nothing is known
+    return None
+
+
+def _take(table: jax.Array, index: jax.Array) -> jax.Array:
+  """``table[index]`` for a small replicated ``table``, placed like ``index``.
+
+  Each device looks its own entries up in its copy of the table (no collective). A plain
+  ``table[index]`` with sharded indices is refused by JAX (the table is on no mesh, so the
+  gather's output sharding cannot be inferred); the output sharding is given explicitly.
+  """
+  return table.at[index].get(out_sharding=jax.typeof(index).sharding)
+
+
+def _count_below(table: jax.Array, x: jax.Array) -> jax.Array:
+  """``jnp.searchsorted(table, x)`` (side ``"left"``: how many entries are ``< x``) for a sorted
+  ``table`` of a power-of-two length, as a binary search of :func:`_take` lookups (entry by
+  entry, so it runs shard by shard; ``jnp.searchsorted`` has no sharding rule for this)."""
+  size = table.shape[0]
+  assert size & (size - 1) == 0, size
+  index = jnp.zeros(x.shape, jnp.int32)
+  step = size // 2
+  while step:
+    candidate = index + step
+    index = jnp.where(_take(table, candidate - 1) < x, candidate, index)
+    step //= 2
+  return jnp.where(_take(table, jnp.full(x.shape, size - 1, jnp.int32)) < x, size, index)
 
 
 def _log_map(codes: int, decades: float) -> np.ndarray:
@@ -405,11 +517,11 @@ def _round_to_table(
   """
   last = table.shape[0] - 1
   lo = jnp.clip(first, 0, last)
-  lo = jnp.where(table[lo] > magnitude, lo - 1, lo)
+  lo = jnp.where(_take(table, lo) > magnitude, lo - 1, lo)
   lo = jnp.clip(lo, 0, last)
-  lo = jnp.where((lo < last) & (table[jnp.minimum(lo + 1, last)] <= magnitude), lo + 1, lo)
+  lo = jnp.where((lo < last) & (_take(table, jnp.minimum(lo + 1, last)) <= magnitude), lo + 1, lo)
   hi = jnp.minimum(lo + 1, last)
-  below, above = table[lo], table[hi]
+  below, above = _take(table, lo), _take(table, hi)
   if u is None:
     up = (magnitude - below) >= (above - magnitude)
   else:
@@ -434,10 +546,18 @@ class Int8Format(Format):
   :math:`k = 0` (there rounding to 0 is unbiased and harmless).
 
   Blocks run along the last axis: rows of at least ``block_size`` entries are cut into blocks
-  of ``block_size``, shorter rows grouped so that a block holds at most ``block_size``
-  entries. Codes keep the parameter's shape and sharding; the scales have shape
-  ``(rows / group, blocks per row)``. Leaves with fewer than ``min_size`` entries stay
-  float32 (or the parameter's wider dtype). The update uses the value before quantization.
+  of ``block_size``, shorter rows (of one index of the leading axes) grouped so that a block
+  holds at most ``block_size`` entries. Codes keep the parameter's shape and sharding; the
+  scales have shape ``lead + (rows, blocks per row)`` (grouped rows: ``lead + (row groups,
+  1)``; a vector: ``(blocks,)``), sharded along the same axes as the parameter. Leaves with
+  fewer than ``min_size`` entries stay float32 (or the parameter's wider dtype). The update
+  uses the value before quantization.
+
+  Sharded parameters: a block never straddles two shards, so the update runs shard by shard
+  with no collective, as long as a sharded last axis is cut into shards of whole blocks (a
+  multiple of ``block_size`` entries) and a sharded second-to-last axis into whole row groups;
+  leading axes may be sharded freely. :meth:`init` refuses any other sharding it can see (a
+  concrete array's, or explicit mesh axes under ``jit``), naming the parameter.
   """
 
   block_size: int = 256
@@ -465,7 +585,7 @@ class Int8Format(Format):
     return math.prod(shape) >= self.min_size and len(shape) >= 1
 
   def _blocks(self, shape: tuple[int, ...]) -> _Blocks:
-    return _Blocks(shape, math.prod(shape[:-1]), shape[-1], self.block_size)
+    return _Blocks(tuple(shape), self.block_size)
 
   def stored_kind(self, shape, *, role):
     return "Int8Leaf" if self._quantized_shape(shape) else "array"
@@ -481,6 +601,7 @@ class Int8Format(Format):
           f"accumulator_dtype=formats.int8() cannot quantize mu or the momentum buffer of the "
           f"complex parameter {path}; pass mu_dtype=None (or a complex dtype) for it."
       )
+    self._blocks(np.shape(leaf)).check_sharding(leaf, path=path, what=repr(self))
     real = jnp.finfo(compute_dtype(jnp.result_type(leaf))).dtype
     value = jnp.full_like(leaf, fill, dtype=real)
     return self._encode(value, role=role, u=None)
@@ -488,8 +609,9 @@ class Int8Format(Format):
   def _encode(self, value: jax.Array, *, role: Role, u: jax.Array | None) -> Int8Leaf:
     blocks = self._blocks(value.shape)
     split = blocks.split(value.astype(jnp.float32))
-    scales = jnp.max(jnp.abs(split), axis=(1, 3), keepdims=True)
-    safe = jnp.where(scales > 0, scales, 1.0)
+    scales = blocks.scales(split)
+    expanded = blocks.expand(scales)
+    safe = jnp.where(expanded > 0, expanded, 1.0)
     magnitude = jnp.minimum(jnp.abs(split) / safe, 1.0)
     table = jnp.asarray(self._table(role))
     n = table.shape[0] - 1
@@ -501,7 +623,7 @@ class Int8Format(Format):
       codes = blocks.join(index.astype(jnp.uint8))
     else:
       codes = blocks.join(jnp.where(split < 0, -index, index).astype(jnp.int8))
-    return Int8Leaf(codes=codes, scales=scales[:, 0, :, 0])
+    return Int8Leaf(codes=codes, scales=scales)
 
   def accumulate(self, state, scale, increment, *, role, key, leaf_index):
     if not isinstance(state, Int8Leaf):
@@ -518,9 +640,9 @@ class Int8Format(Format):
     blocks = self._blocks(state.shape)
     table = jnp.asarray(self._table(role))
     codes = state.codes.astype(jnp.int32)
-    magnitude = table[jnp.abs(codes)]
+    magnitude = _take(table, jnp.abs(codes))
     values = jnp.where(codes < 0, -magnitude, magnitude)
-    split = blocks.split(values) * state.scales[:, None, :, None]
+    split = blocks.split(values) * blocks.expand(state.scales)
     return blocks.join(split)
 
   def decode(self, state, dtype):
@@ -588,6 +710,13 @@ class BitsandbytesInt8Format(Format):
   its absmax in float32 and each entry the index of the nearest value of the *signed* dynamic
   map (:func:`bitsandbytes_dynamic_map`) to ``value / absmax``, also for ``nu``. The update uses
   the value before quantization. Tensors with fewer than ``min_size`` entries stay float32.
+
+  Sharded parameters: the flattened blocks stay within a shard only when the parameter is
+  sharded along its first axis alone, into shards of a multiple of 256 entries; then codes
+  are sharded like the parameter, the absmax vector along its blocks, and the update has no
+  collective. Any other sharding it can see (a column-sharded matrix, say) is refused at
+  :meth:`init`, naming the parameter: its blocks would straddle shards. :func:`int8` (blocks
+  along the last axis) follows any sharding of whole blocks.
   """
 
   min_size: int = 4096
@@ -604,10 +733,26 @@ class BitsandbytesInt8Format(Format):
           f"accumulator_dtype=formats.bitsandbytes_int8() cannot hold the complex parameter "
           f"{path}; bitsandbytes has no complex state."
       )
+    self._check_sharding(leaf, path)
     return self._encode(jnp.full_like(leaf, fill, dtype=jnp.float32))
 
   def _blocks(self, shape: tuple[int, ...]) -> _Blocks:
-    return _Blocks(shape, 1, math.prod(shape), self.block_size)
+    return _Blocks((math.prod(shape),), self.block_size)
+
+  def _check_sharding(self, leaf: Any, path: str) -> None:
+    shape = tuple(np.shape(leaf))
+    shard = _shard_shape(leaf)
+    if shard is None or shard == shape:
+      return
+    inner = math.prod(shape[1:])
+    if shard[1:] != shape[1:] or shape[0] % shard[0] or (shard[0] * inner) % self.block_size:
+      raise ValueError(
+          f"{self!r} cannot keep the state of the parameter {path} (shape {shape}, shards of "
+          f"{shard}) sharded like it: bitsandbytes cuts the flattened tensor into blocks of "
+          f"{self.block_size}, which stay within a shard only when the parameter is sharded "
+          f"along its first axis alone into shards of a multiple of {self.block_size} entries. "
+          "Shard it that way, or use formats.int8() (blocks along the last axis)."
+      )
 
   def stored_kind(self, shape, *, role):
     quantized = math.prod(shape) >= self.min_size and len(shape) > 0
@@ -615,22 +760,22 @@ class BitsandbytesInt8Format(Format):
 
   def _encode(self, value: jax.Array) -> BitsandbytesInt8Leaf:
     blocks = self._blocks(value.shape)
-    split = blocks.split(value)
-    absmax = jnp.max(jnp.abs(split), axis=(1, 3), keepdims=True)
+    split = blocks.split(value.reshape(-1))
+    absmax = blocks.expand(blocks.scales(split))
     scaled = jnp.clip(split / absmax, -1.0, 1.0)
     table = jnp.asarray(bitsandbytes_dynamic_map())
-    upper = jnp.clip(jnp.searchsorted(table, scaled), 1, 255)
-    nearer_upper = (table[upper] - scaled) < (scaled - table[upper - 1])
+    upper = jnp.clip(_count_below(table, scaled), 1, 255)
+    nearer_upper = (_take(table, upper) - scaled) < (scaled - _take(table, upper - 1))
     index = jnp.where(nearer_upper, upper, upper - 1)
     index = jnp.where(absmax > 0, index, 0)
-    return BitsandbytesInt8Leaf(
-        bnb_codes=blocks.join(index.astype(jnp.uint8)), bnb_absmax=absmax.reshape(-1))
+    codes = blocks.join(index.astype(jnp.uint8)).reshape(value.shape)
+    return BitsandbytesInt8Leaf(bnb_codes=codes, bnb_absmax=absmax.reshape(-1))
 
   def _decode(self, state: BitsandbytesInt8Leaf) -> jax.Array:
     blocks = self._blocks(state.shape)
     table = jnp.asarray(bitsandbytes_dynamic_map())
-    values = blocks.split(table[state.bnb_codes.astype(jnp.int32)])
-    return blocks.join(values * state.bnb_absmax.reshape(1, 1, -1, 1))
+    values = blocks.split(_take(table, state.bnb_codes.reshape(-1).astype(jnp.int32)))
+    return blocks.join(values * blocks.expand(state.bnb_absmax)).reshape(state.shape)
 
   def accumulate(self, state, scale, increment, *, role, key, leaf_index):
     if not isinstance(state, BitsandbytesInt8Leaf):

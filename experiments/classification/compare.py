@@ -98,7 +98,8 @@ def run_comparison(
     config: a config from ``configs/``.
     workdir: output folder; default ``runs/<config.name>``.
     optimizers: names to run, in order; default every key of ``config.optimizers`` in the
-      order of :data:`experiments.common.optimizers.OPTIMIZERS`.
+      order of :data:`experiments.common.optimizers.OPTIMIZERS`, then the entries with a
+      ``kind`` (variants) in the config's order.
     progress: show a tqdm bar (one tick per optimizer and epoch).
 
   Returns:
@@ -108,7 +109,7 @@ def run_comparison(
   workdir = Path(workdir) if workdir else Path("runs") / config.name
   names = list(optimizers) if optimizers else [
       name for name in optimizer_lib.OPTIMIZERS if name in config.optimizers
-  ]
+  ] + [name for name in config.optimizers if name not in optimizer_lib.OPTIMIZERS]
   unknown = [name for name in names if name not in config.optimizers]
   if unknown or not names:
     raise cli.ConfigError(

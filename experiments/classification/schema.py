@@ -74,14 +74,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     fail(f"config.lr_schedule must be one of {optimizer_lib.SCHEDULES}; got {schedule!r}.")
   if not 0.0 < config.target_accuracy <= 1.0:
     fail(f"config.target_accuracy must be in (0, 1]; got {config.target_accuracy!r}.")
-  unknown = sorted(set(config.optimizers) - set(optimizer_lib.OPTIMIZERS))
+  # An entry is named after its optimizer, or names it in a `kind` key (variants of one
+  # optimizer side by side, e.g. RMSprop's state formats).
+  unknown = sorted(name for name, entry in config.optimizers.items()
+                   if name not in optimizer_lib.OPTIMIZERS and "kind" not in entry)
   if unknown:
     fail(f"config.optimizers has unknown optimizer(s) {unknown}; the known ones are "
-         f"{optimizer_lib.OPTIMIZERS}.")
+         f"{optimizer_lib.OPTIMIZERS} (another name needs a 'kind' key naming one).")
   if not config.optimizers:
     fail(f"config.optimizers is empty; name at least one of {optimizer_lib.OPTIMIZERS}.")
-  if config.optimizer not in optimizer_lib.OPTIMIZERS:
-    fail(f"config.optimizer={config.optimizer!r} is not one of {optimizer_lib.OPTIMIZERS}.")
+  if config.optimizer not in optimizer_lib.OPTIMIZERS and config.optimizer not in config.optimizers:
+    fail(f"config.optimizer={config.optimizer!r} is not one of {optimizer_lib.OPTIMIZERS} nor an "
+         f"entry of config.optimizers ({sorted(config.optimizers)}).")
   tuned_from = config.tuned_from
   if tuned_from and not Path(tuned_from).is_file():
     fail(f"config.tuned_from={tuned_from!r}: no such file. It is written by the sweep: run "

@@ -2,18 +2,22 @@
 
 ``sgd``, ``momentum`` and ``adam`` come from optax, ``rmsprop`` from :func:`rmsprop_jax.rmsprop`.
 Unknown names and keys are errors; the baselines' values are range-checked here, since optax
-checks none.
+checks none. An entry of a config's ``optimizers`` is named after the optimizer it builds, or
+carries a ``kind`` naming it, so that one comparison can hold several variants of one optimizer
+(``"rmsprop_int8": {"kind": "rmsprop", "accumulator_format": "int8", ...}``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax.numpy as jnp
 import optax
 
 import rmsprop_jax
+from rmsprop_jax import formats
 from rmsprop_jax import hyperparameters as rmsprop_hyperparameters
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
@@ -39,8 +43,63 @@ OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
         "nesterov": False,
         "bias_correction": False,
         "weight_decay": 0.0,
+        # The state format of nu (and of mu / the momentum buffer): a name of
+        # ACCUMULATOR_FORMATS, or None for the library's default (the parameters' compute
+        # dtype: float32 for float32 parameters).
+        "accumulator_format": None,
     },
 }
+
+# RMSprop's state formats by the name a config gives (rmsprop_jax.formats); each is built with
+# its defaults: blocks of 256 and leaves under 4,096 entries kept float32 for the 8-bit ones,
+# Adafactor's min_dim_size=128 for the factored one.
+ACCUMULATOR_FORMATS: dict[str, Callable[[], formats.Format]] = {
+    "float32": lambda: formats.dtype(jnp.float32),
+    "bfloat16": lambda: formats.bfloat16("stochastic"),
+    "bfloat16_nearest": lambda: formats.bfloat16("nearest"),
+    "int8": lambda: formats.int8(rounding="stochastic"),
+    "factored": formats.factored,
+    "bitsandbytes_int8": formats.bitsandbytes_int8,
+}
+
+
+def optimizer_kind(name: str, hparams: Mapping[str, Any]) -> str:
+  """The optimizer (one of :data:`OPTIMIZERS`) the config entry ``name`` builds.
+
+  Its ``kind`` key when it has one, else ``name`` itself.
+
+  Raises:
+    ValueError: for a ``kind`` not in :data:`OPTIMIZERS`, or a name that is none and has no
+      ``kind``.
+  """
+  if "kind" in hparams:
+    kind = hparams["kind"]
+    if kind not in OPTIMIZERS:
+      raise ValueError(f"optimizers.{name}.kind must be one of {OPTIMIZERS}; got {kind!r}.")
+    return kind
+  if name not in OPTIMIZERS:
+    raise ValueError(
+        f"optimizer name must be one of {OPTIMIZERS} (or the entry must name one in its "
+        f"'kind' key); got {name!r}."
+    )
+  return name
+
+
+def accumulator_format(name: str, value: Any) -> formats.Format | None:
+  """The :mod:`rmsprop_jax.formats` format a config names (``None``: the library default).
+
+  Raises:
+    ValueError: for a name not in :data:`ACCUMULATOR_FORMATS`, naming
+      ``optimizers.<name>.accumulator_format``.
+  """
+  if value is None:
+    return None
+  if not isinstance(value, str) or value not in ACCUMULATOR_FORMATS:
+    raise ValueError(
+        f"optimizers.{name}.accumulator_format must be one of {tuple(ACCUMULATOR_FORMATS)} "
+        f"or None; got {value!r}."
+    )
+  return ACCUMULATOR_FORMATS[value]()
 
 
 def make_optimizer(
@@ -58,9 +117,12 @@ def make_optimizer(
   hyperparameters may be arrays or tracers (vmapped sweeps); booleans must be Python values.
 
   Args:
-    name: one of :data:`OPTIMIZERS`.
-    hparams: ``learning_rate`` (required) and any of the optimizer's keys in
-      :data:`OPTIMIZER_DEFAULTS`; missing keys take those defaults.
+    name: one of :data:`OPTIMIZERS`, or any name when ``hparams`` has a ``kind`` (see
+      :func:`optimizer_kind`); errors name it.
+    hparams: ``learning_rate`` (required), optionally ``kind``, and any of the optimizer's
+      keys in :data:`OPTIMIZER_DEFAULTS`; missing keys take those defaults. RMSprop's
+      ``accumulator_format`` is a name of :data:`ACCUMULATOR_FORMATS` (a string, as configs
+      hold it), passed to :func:`rmsprop_jax.rmsprop` as ``accumulator_dtype``.
     schedule: ``constant``; ``cosine`` (decay to 0 over ``total_steps``, Loshchilov & Hutter,
       2017); or ``warmup_cosine`` (linear warm-up over ``warmup_fraction`` of the steps, then
       cosine decay).
@@ -70,27 +132,28 @@ def make_optimizer(
   Returns:
     The optax ``GradientTransformation``.
   """
-  if name not in OPTIMIZERS:
-    raise ValueError(f"optimizer name must be one of {OPTIMIZERS}; got {name!r}.")
-  unknown = set(hparams) - {"learning_rate"} - set(OPTIMIZER_DEFAULTS[name])
+  kind = optimizer_kind(name, hparams)
+  hparams = {key: value for key, value in hparams.items() if key != "kind"}
+  unknown = set(hparams) - {"learning_rate"} - set(OPTIMIZER_DEFAULTS[kind])
   if unknown:
     raise ValueError(
         f"hparams for {name!r} has unknown keys {sorted(unknown)}; allowed: learning_rate, "
-        f"{', '.join(OPTIMIZER_DEFAULTS[name]) or '(nothing else)'}."
+        f"{', '.join(OPTIMIZER_DEFAULTS[kind]) or '(nothing else)'}."
     )
   if "learning_rate" not in hparams:
     raise ValueError(f"hparams for {name!r} must contain learning_rate.")
-  values = {**OPTIMIZER_DEFAULTS[name], **hparams}
-  if name != "rmsprop":  # rmsprop_jax.rmsprop checks its own arguments.
-    check_baseline_hparams(name, values)
+  values = {**OPTIMIZER_DEFAULTS[kind], **hparams}
+  if kind != "rmsprop":  # rmsprop_jax.rmsprop checks its own arguments.
+    check_baseline_hparams(kind, values)
   learning_rate = _schedule(values.pop("learning_rate"), schedule, total_steps, warmup_fraction)
-  if name == "sgd":
+  if kind == "sgd":
     return optax.sgd(learning_rate)
-  if name == "momentum":
+  if kind == "momentum":
     return optax.sgd(learning_rate, momentum=values["momentum"], nesterov=values["nesterov"])
-  if name == "adam":
+  if kind == "adam":
     return optax.adam(learning_rate, b1=values["b1"], b2=values["b2"], eps=values["eps"])
-  return rmsprop_jax.rmsprop(learning_rate, **values)
+  state_format = accumulator_format(name, values.pop("accumulator_format"))
+  return rmsprop_jax.rmsprop(learning_rate, accumulator_dtype=state_format, **values)
 
 
 # Valid ranges of the baselines' hyperparameters: (minimum, maximum, maximum included).

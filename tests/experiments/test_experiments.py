@@ -159,6 +159,69 @@ def test_make_optimizer_rejects_bad_input():
     optimizer_lib.make_optimizer("sgd", {"learning_rate": 0.1}, schedule="cosine")
 
 
+# What each accumulator_format name stores for a (128, 128) leaf, and its rmsprop_jax format.
+FORMAT_CASES = {
+    "float32": ("float32", lambda f: f.dtype(jnp.float32)),
+    "bfloat16": ("bfloat16", lambda f: f.bfloat16("stochastic")),
+    "bfloat16_nearest": ("bfloat16", lambda f: f.bfloat16("nearest")),
+    "int8": ("Int8Leaf", lambda f: f.int8(rounding="stochastic")),
+    "factored": ("FactoredLeaf", lambda f: f.factored()),
+    "bitsandbytes_int8": ("BitsandbytesInt8Leaf", lambda f: f.bitsandbytes_int8()),
+}
+
+
+@pytest.mark.parametrize("state_format", sorted(FORMAT_CASES))
+def test_make_optimizer_maps_each_accumulator_format(state_format):
+  import rmsprop_jax
+  from rmsprop_jax import formats
+
+  stored, expected_format = FORMAT_CASES[state_format]
+  assert set(FORMAT_CASES) == set(optimizer_lib.ACCUMULATOR_FORMATS)
+  params = {"w": jnp.linspace(-1.0, 1.0, 128 * 128).reshape(128, 128)}
+  grads = {"w": jnp.cos(7.0 * params["w"])}
+  # A named variant entry ("kind") builds the same optimizer as the plain name.
+  for name, hparams in (("rmsprop", {}), ("rmsprop_variant", {"kind": "rmsprop"})):
+    ours = optimizer_lib.make_optimizer(
+        name, {**hparams, "learning_rate": 0.01, "accumulator_format": state_format})
+    reference = rmsprop_jax.rmsprop(0.01, accumulator_dtype=expected_format(formats))
+    state, reference_state = ours.init(params), reference.init(params)
+    nu = state[0].nu["w"]
+    assert (type(nu).__name__ if formats.is_encoded(nu) else str(nu.dtype)) == stored
+    for _ in range(2):
+      updates, state = ours.update(grads, state, params)
+      expected, reference_state = reference.update(grads, reference_state, params)
+      np.testing.assert_array_equal(updates["w"], expected["w"])
+
+
+def test_make_optimizer_refuses_an_unknown_accumulator_format_or_kind():
+  with pytest.raises(ValueError, match=r"optimizers\.rmsprop\.accumulator_format must be one "
+                                       r"of \('float32', .*got 'int4'"):
+    optimizer_lib.make_optimizer("rmsprop", {"learning_rate": 0.1, "accumulator_format": "int4"})
+  with pytest.raises(ValueError, match=r"optimizers\.mine\.accumulator_format"):
+    optimizer_lib.make_optimizer(
+        "mine", {"kind": "rmsprop", "learning_rate": 0.1, "accumulator_format": jnp.int8})
+  with pytest.raises(ValueError, match=r"optimizers\.mine\.kind must be one of"):
+    optimizer_lib.make_optimizer("mine", {"kind": "adagrad", "learning_rate": 0.1})
+  with pytest.raises(ValueError, match="unknown keys \\['accumulator_format'\\]"):
+    optimizer_lib.make_optimizer("adam", {"learning_rate": 1e-3, "accumulator_format": "int8"})
+
+
+def test_check_config_names_a_bad_accumulator_format_and_a_variant_without_kind():
+  from configs.classification import fashion_mnist_mlp_formats
+  from experiments.classification import schema
+  from experiments.common.errors import ConfigError
+
+  config = fashion_mnist_mlp_formats.get_config()
+  schema.check_config(config)
+  config.optimizers.rmsprop_int8.accumulator_format = "int7"
+  with pytest.raises(ConfigError, match=r"optimizers\.rmsprop_int8\.accumulator_format"):
+    schema.check_config(config)
+  config = fashion_mnist_mlp_formats.get_config()
+  del config.optimizers.rmsprop_int8["kind"]
+  with pytest.raises(ConfigError, match=r"unknown optimizer\(s\) \['rmsprop_int8'\]"):
+    schema.check_config(config)
+
+
 def test_cosine_schedule_decays_the_step():
   optimizer = optimizer_lib.make_optimizer("sgd", {"learning_rate": 1.0}, schedule="cosine",
                                    total_steps=10)

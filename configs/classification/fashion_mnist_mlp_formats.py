@@ -1,0 +1,40 @@
+"""RMSprop's state formats on real Fashion-MNIST: the MLP of fashion_mnist_mlp.py, 3 seeds.
+
+Same data, model (256-256 MLP, dropout 0.1), batch, 15 epochs, constant schedule and seeds as
+configs/classification/fashion_mnist_mlp.py, and RMSprop at its framework default there (lr
+1e-3, decay 0.9, eps 1e-8); only the state format of ``nu`` changes (rmsprop_jax.formats, by
+the names of experiments.common.optimizers.ACCUMULATOR_FORMATS): float32 (the reference),
+bfloat16 with stochastic rounding, bfloat16 rounded to nearest (the old ``jnp.bfloat16``,
+a control), block-wise int8 with stochastic rounding, factored (row/column statistics) and
+bitsandbytes' 8-bit scheme. Results: docs/memory/fashion_formats.md.
+
+  python -m experiments.classification.compare --config \\
+    configs/classification/fashion_mnist_mlp_formats.py
+"""
+
+import ml_collections
+
+from configs.classification import fashion_mnist_mlp
+
+# Entry name -> accumulator_format (experiments.common.optimizers.ACCUMULATOR_FORMATS).
+FORMATS = {
+    "rmsprop_float32": "float32",
+    "rmsprop_bfloat16": "bfloat16",
+    "rmsprop_bfloat16_nearest": "bfloat16_nearest",
+    "rmsprop_int8": "int8",
+    "rmsprop_factored": "factored",
+    "rmsprop_bitsandbytes_int8": "bitsandbytes_int8",
+}
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The Fashion-MNIST MLP with RMSprop in each state format."""
+  config = fashion_mnist_mlp.get_config()
+  config.name = "fashion_mnist_mlp_formats"
+  rmsprop = dict(config.optimizers.rmsprop)
+  config.optimizers = ml_collections.ConfigDict({
+      name: {"kind": "rmsprop", **rmsprop, "accumulator_format": state_format}
+      for name, state_format in FORMATS.items()
+  })
+  config.optimizer = "rmsprop_float32"
+  return config
