@@ -38,6 +38,7 @@ from experiments.common import cli, data_order
 from experiments.common import hardware as hardware_lib
 from experiments.common.serialization import to_jsonable
 from experiments.sweeps import halving as halving_lib
+from experiments.sweeps import schema as sweep_schema
 from experiments.sweeps.optuna_batches import run_optuna_batches, suggest
 from experiments.sweeps.program import (
   ChunkRunner,
@@ -468,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> None:
       print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     print(f"wrote {workdir}/comparison.json, comparison.md and best_vs_time.png")
 
-  cli.run_job(compare, default_config="configs/sweeps/optuna_comparison.py", argv=argv)
+  cli.run_job(compare, default_config="configs/sweeps/optuna_comparison.py",
+              schema=sweep_schema.OPTUNA_COMPARISON, argv=argv)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from experiments.common import hardware as hardware_lib
 from experiments.common.serialization import to_jsonable
 from experiments.distributed import multihost
 from experiments.sweeps import halving as halving_lib
+from experiments.sweeps import schema as sweep_schema
 from experiments.sweeps import timing_study
 from experiments.sweeps.optuna_batches import run_optuna_batches
 from experiments.sweeps.program import (
@@ -347,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"in {summary['wall_time_s']:.1f} s on {summary['devices']} device(s)")
 
   cli.run_job(
-      sweep, default_config="configs/sweeps/sweep_digits.py", argv=argv,
+      sweep, default_config="configs/sweeps/sweep_digits.py", schema=sweep_schema.SWEEP,
+      argv=argv,
       switches={"sequential": "Also train the same runs one after another (jit per run) and a "
                               "sample with a Python loop over a jitted step; record the times."},
   )
