@@ -167,7 +167,7 @@ def plot_sensitivity(path: Path, records: Sequence[Mapping[str, Any]], title: st
   accuracy with a cross. The legend says which points are such a best (``rmsprop: best of 8
   decay values per learning rate``; by validation accuracy, as the y-axis label says).
   """
-  figure, axes = plt.subplots(figsize=(8.5, 5))
+  figure, axes = plt.subplots(figsize=(8.5, 6))
   names = list(dict.fromkeys(r["optimizer"] for r in records))
   for index, name in enumerate(names):
     color = f"C{index}"
@@ -193,8 +193,9 @@ def plot_sensitivity(path: Path, records: Sequence[Mapping[str, Any]], title: st
   axes.set_ylabel("test accuracy (mean over seeds)\nof the best trial by validation accuracy")
   axes.set_title(title)
   axes.grid(True, which="both", alpha=0.3)
-  # Beside the axes: inside, it covered the low-accuracy ends of the curves.
-  axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+  # Below the axes: inside, it covered the low-accuracy ends of the curves; beside them, a long
+  # entry ("best of 8 decay values ...") squeezed the axes.
+  axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=9)
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)

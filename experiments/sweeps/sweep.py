@@ -275,7 +275,7 @@ def draw_plots(
     if plot_heatmap(workdir / "heatmap.png", rows, heatmap.x, heatmap.y, title):
       plots.append("heatmap.png")
   plot_sensitivity(workdir / "sensitivity.png", records,
-                   f"Learning-rate sensitivity ({config.name}, {model_text(config)})")
+                   f"Learning-rate sensitivity: {config.name}\n{model_text(config)}")
   plots.append("sensitivity.png")
   return plots
 
