@@ -34,6 +34,7 @@ import rmsprop_jax
 from experiments.common import cli
 from experiments.common import hardware as hardware_lib
 from experiments.common.hlo import count_passes
+from rmsprop_jax import formats
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after matplotlib.use: the backend must be chosen first
@@ -57,6 +58,19 @@ REFERENCE_OF = {
     "torch foreach": None,
 }
 OURS = ("rmsprop_jax", "rmsprop_jax centered", "rmsprop_jax momentum", "rmsprop_jax bf16")
+# The state formats of rmsprop_jax.formats, each paired with float32 state ("rmsprop_jax"); run
+# when named in config.state_formats. On a one-leaf (1-D) tree "factored" stores float32 per
+# entry (only leaves of >= 2 dimensions are factored).
+STATE_FORMATS = {
+    "bfloat16 stochastic": formats.bfloat16("stochastic"),
+    "int8 stochastic": formats.int8(rounding="stochastic"),
+    "int8 nearest": formats.int8(rounding="nearest"),
+    "factored": formats.factored(),
+    "bitsandbytes_int8": formats.bitsandbytes_int8(),
+}
+FORMAT_PREFIX = "rmsprop_jax state "
+for _name in STATE_FORMATS:
+  REFERENCE_OF[FORMAT_PREFIX + _name] = "rmsprop_jax"
 TORCH = ("torch for-loop", "torch foreach")
 CONTROL = "optax.rmsprop (A/A)"
 
@@ -150,6 +164,8 @@ def jax_optimizers(config: ml_collections.ConfigDict) -> dict[str, optax.Gradien
       "optax.rmsprop momentum": optax_rms(momentum=momentum),
       "optax.sgd": optax.sgd(lr),
       "optax.adam": optax.adam(lr),
+      **{FORMAT_PREFIX + name: ours(accumulator_dtype=STATE_FORMATS[name])
+         for name in config.state_formats},
   }
 
 
@@ -311,7 +327,8 @@ def run_case(
       for name in times
   }
   ratio_to_reference = {name: paired_ratio(times[name], times[reference])
-                        for name, reference in REFERENCE_OF.items() if reference is not None}
+                        for name, reference in REFERENCE_OF.items()
+                        if reference is not None and name in times}
   ratio_to_torch = {}
   if use_torch:
     for name in ("rmsprop_jax", "optax.rmsprop"):
@@ -514,6 +531,17 @@ def check_targets(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     targets["bandwidth >= 0.8x optax.sgd (>= 16M params)"] = {
         "met": None, "reason": "no case of >= 16M parameters was measured",
     }
+  format_names = [name for name in cases[0]["ratio_to_reference"]
+                  if name.startswith(FORMAT_PREFIX)] if cases else []
+  one_leaf_large = [case for case in large if case["tree"] == "one_leaf"]
+  target = "state formats <= 1.3x float32 state (one leaf, >= 16M params)"
+  if format_names and one_leaf_large:
+    worst_format = max((case["ratio_to_reference"][name], f"{name}, {case['num_params']}")
+                       for case in one_leaf_large for name in format_names)
+    targets[target] = {"worst": worst_format[0], "where": worst_format[1],
+                       "met": worst_format[0] <= 1.3}
+  elif format_names:
+    targets[target] = {"met": None, "reason": "no one-leaf case of >= 16M parameters"}
   return targets
 
 
@@ -607,6 +635,18 @@ def markdown_report(result: Mapping[str, Any]) -> str:
     values += [case["ratio_to_torch"][k] for k in torch_keys]
     lines.append(f"| {case['tree']} | {_millions(case['num_params'])} | "
                  + " | ".join(f"{v:.2f}x" for v in values) + " |")
+  format_names = [name for name in cases[0]["ratio_to_reference"]
+                  if name.startswith(FORMAT_PREFIX)]
+  if format_names:
+    lines += ["", "State formats (rmsprop_jax.formats): paired ratio of the step time to float32 "
+              "state's (rmsprop_jax), and state bytes per parameter:", ""]
+    short = [name.removeprefix(FORMAT_PREFIX) for name in format_names]
+    lines.append("| tree | params | " + " | ".join(short) + " |")
+    lines.append("|---|---:|" + "---:|" * len(short))
+    for case in cases:
+      lines.append(f"| {case['tree']} | {_millions(case['num_params'])} | " + " | ".join(
+          f"{case['ratio_to_reference'][n]:.2f}x ({case['state_bytes_per_param'][n]:.2f} B)"
+          for n in format_names) + " |")
   lines += ["", "Effective bandwidth (bytes that must move / median time) and its paired ratio to "
             "optax.sgd's on the same tree:", ""]
   bandwidth_names = ["optax.sgd", "rmsprop_jax", "optax.rmsprop", "rmsprop_jax bf16",
@@ -684,6 +724,10 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   for tree in config.sizes:
     if tree not in TREE_SHAPES:
       raise ValueError(f"config.sizes has an unknown tree {tree!r}; known: {TREE_SHAPES}.")
+  for name in config.state_formats:
+    if name not in STATE_FORMATS:
+      raise ValueError(f"config.state_formats has an unknown format {name!r}; known: "
+                       f"{tuple(STATE_FORMATS)}.")
   os.makedirs(workdir, exist_ok=True)
   start = time.perf_counter()
   use_torch = bool(config.include_torch) and torch_available()

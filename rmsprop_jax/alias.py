@@ -88,17 +88,21 @@ def rmsprop(
     weight_decay_mask: pytree of booleans or callable ``params -> mask`` selecting the
       parameters to decay, as in ``optax.adamw`` (allowed with ``weight_decay=0`` too, so
       that the state's structure does not depend on the value).
-    accumulator_dtype: dtype to store :math:`\nu`, :math:`\mu` and the momentum buffer in
-      (``jnp.bfloat16`` halves the state); arithmetic runs in ``promote_types(dtype, float32)``
-      and updates keep the gradients' dtype. Under ``optax.inject_hyperparams`` pass
-      ``static_args=("accumulator_dtype",)``: a dtype is callable and would be taken for a
-      schedule. bfloat16 keeps 8 mantissa bits, so an average with a long horizon stalls
-      below its value (steady gradient: decay 0.99 about 20 % low, 0.999 at a quarter);
-      keep float32 state for decays above about 0.9 (docs/recipes/bfloat16.md), or use an
-      unbiased state format of :mod:`rmsprop_jax.formats` (``formats.bfloat16()``,
-      ``formats.int8()``, ``formats.factored()``; docs/memory.md). ``None`` stores each
-      accumulator in its parameter's compute dtype (float32 for float16/bfloat16 parameters,
-      whose own dtype would underflow :math:`g^2`). A non-floating dtype is refused.
+    accumulator_dtype: how to store :math:`\nu`, :math:`\mu` and the momentum buffer: a
+      state format of :mod:`rmsprop_jax.formats` or a float dtype. Arithmetic runs in
+      ``promote_types(dtype, float32)`` and updates keep the gradients' dtype. The formats:
+      ``formats.bfloat16()`` (2 bytes per parameter, stochastic rounding: unbiased, tracks
+      float32 state at decays 0.9-0.999), ``formats.int8()`` (block-wise 8-bit, about 1.02
+      bytes, stochastic rounding), ``formats.factored()`` (row and column statistics of
+      matrices) and ``formats.bitsandbytes_int8()`` (bitsandbytes' ``RMSprop8bit`` state);
+      docs/memory.md measures them. A dtype is rounded to nearest: ``jnp.bfloat16`` (=
+      ``formats.bfloat16("nearest")``) keeps 8 mantissa bits, so an average with a long
+      horizon stalls below its value (steady gradient: decay 0.99 about 20 % low, 0.999 at a
+      quarter; docs/recipes/bfloat16.md). ``None`` stores each accumulator in its
+      parameter's compute dtype: float32 for float32, float16 and bfloat16 parameters (a
+      float16 ``nu`` would underflow :math:`g^2`), float64 for float64. A non-floating dtype is
+      refused. Under ``optax.inject_hyperparams`` pass ``static_args=("accumulator_dtype",)``:
+      a dtype is callable and would be taken for a schedule.
     mu_dtype: the format (or float dtype) of :math:`\mu` and the momentum buffer; ``None``
       uses ``accumulator_dtype`` (a factored format's per-element fallback). Static under
       ``optax.inject_hyperparams`` like ``accumulator_dtype``.

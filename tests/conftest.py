@@ -2,18 +2,44 @@
 
 Tests that need several (simulated) devices or a fresh process run code in a subprocess, because
 ``XLA_FLAGS`` must be set before JAX starts and the rest of the suite keeps one CPU device.
+
+One persistent JAX compilation cache serves the whole run: the pytest-xdist workers and every
+subprocess they start inherit ``JAX_COMPILATION_CACHE_DIR``, so a training step that several
+tests (or several command-line runs) compile is compiled once. XLA's flags and the device count
+are part of the cache's key, so a run under ``--xla_cpu_max_isa=AVX`` never loads another ISA's
+kernels, and a loaded executable computes the same bits as a fresh compile. The folder is a new
+temporary one per run, removed at the end; set ``JAX_COMPILATION_CACHE_DIR`` yourself to keep
+one between runs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
+
+# Set before JAX is imported anywhere in this process (the doctests import the library later);
+# xdist's workers are started after this module is imported in the controller and inherit it.
+_OWN_CACHE_DIR: str | None = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _OWN_CACHE_DIR = tempfile.mkdtemp(prefix="rmsprop_jax_test_jax_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE_DIR
+# Programs that compile in under a second are cheaper to compile again than to store.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+  if _OWN_CACHE_DIR is not None:
+    shutil.rmtree(_OWN_CACHE_DIR, ignore_errors=True)
 # Parameters with fewer elements stay whole on every device in the tiny config's mesh.
 MIN_SHARD_SIZE = 256
 

@@ -2,7 +2,8 @@
 
 ``get_config()`` is the default run (about 5-10 minutes on a 2-core CPU);
 ``get_config("quick")`` (``--config configs/benchmarks/benchmark.py:quick``) is the
-seconds-long configuration the tests use.
+seconds-long configuration the tests use; ``get_config("formats")`` times the state formats
+against float32 state on the 16.8M-parameter leaf alone (docs/memory.md).
 """
 
 import ml_collections
@@ -38,6 +39,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.compile_repeats = 2
   # The sweeps issue's timings: what `make sweep` (experiments/sweeps/sweep.py) writes.
   config.sweep_path = "runs/sweep_digits/sweep.json"
+  # State formats of rmsprop_jax.formats, each paired with float32 state (names of
+  # benchmarks.update_step.STATE_FORMATS); none in :quick, which the tests run.
+  config.state_formats = ("bfloat16 stochastic", "int8 stochastic", "int8 nearest", "factored",
+                          "bitsandbytes_int8")
   config.seed = 0
   if arg == "quick":
     config.name = "benchmark_quick"
@@ -51,6 +56,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.compile_programs = ("resnet50_tree",)
     config.compile_size = 1 << 12
     config.compile_repeats = 1
+    config.state_formats = ()
+  elif arg == "formats":
+    # docs/memory.md's speed table: the formats against float32 state on the 16.8M leaf only.
+    config.name = "benchmark_formats"
+    config.sizes = {"one_leaf": (1 << 24,)}
+    config.include_torch = False
+    config.compile_programs = ()
   elif arg:
-    raise ValueError(f"get_config's arg must be None or 'quick', got {arg!r}.")
+    raise ValueError(f"get_config's arg must be None, 'quick' or 'formats', got {arg!r}.")
   return config

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import jax.numpy as jnp
 import optax
@@ -87,8 +88,9 @@ def test_bf16_state_compiles_without_copies(options):
 def test_float32_variants_make_no_more_passes_than_optax():
   config = benchmark_config.get_config("quick")
   optimizers = benchmark.jax_optimizers(config)
+  assert not config.state_formats  # the formats' cases run in the full config only
   for ours, reference in benchmark.REFERENCE_OF.items():
-    if reference is None:
+    if reference is None or ours not in optimizers:
       continue
     passes = benchmark.hlo_passes(optimizers[ours], 4096)
     reference_passes = benchmark.hlo_passes(optimizers[reference], 4096)
@@ -153,3 +155,25 @@ def test_sweep_speedup_reads_a_sweep_file(tmp_path):
   assert found["modes"]["sequential"] == {"runs": 16, "compile_s": 1.0, "run_s": 2.0}
   path.write_text(json.dumps({"timing": {}}))
   assert not benchmark.sweep_speedup(str(path))["available"]
+
+
+def test_state_format_cases_pair_with_float32_state_and_have_a_target():
+  config = benchmark_config.get_config("formats")
+  assert dict(config.sizes) == {"one_leaf": (1 << 24,)} and config.state_formats
+  optimizers = benchmark.jax_optimizers(config)
+  names = [benchmark.FORMAT_PREFIX + name for name in config.state_formats]
+  for name in names:
+    assert name in optimizers and benchmark.REFERENCE_OF[name] == "rmsprop_jax"
+  ratios = {name: 1.0 for name in (*benchmark.OURS, benchmark.CONTROL)}
+  case: dict[str, Any] = {"tree": "one_leaf", "num_params": 1 << 24, "ratio_to_torch": {},
+          "ratio_to_reference": {**ratios, **{name: 1.2 for name in names}},
+          "state_bytes_per_param": {"rmsprop_jax bf16": 2.0, "rmsprop_jax": 4.0},
+          "bandwidth_vs_sgd": {"rmsprop_jax": 0.9, "optax.rmsprop": 0.9}}
+  target = "state formats <= 1.3x float32 state (one leaf, >= 16M params)"
+  assert benchmark.check_targets([case])[target]["met"]
+  case["ratio_to_reference"][names[-1]] = 2.0
+  assert benchmark.check_targets([case])[target] == {
+      "worst": 2.0, "where": f"{names[-1]}, {1 << 24}", "met": False}
+  config.state_formats = ("int4",)
+  with pytest.raises(ValueError, match="state_formats"):
+    benchmark.run_benchmark(config, "/nonexistent/never-created")

@@ -15,7 +15,7 @@ import pytest
 
 from experiments.common import cli
 from experiments.sweeps import halving, program, sweep, validation_split
-from tests.experiments.test_cli import assert_one_line_error, run_module
+from tests.experiments.test_cli import assert_one_line_error, run_module_in_process
 from tests.experiments.test_sweep import DIVERGING_LEARNING_RATE, tiny_config, tiny_dataset
 
 
@@ -66,7 +66,7 @@ def test_a_halving_schedule_that_cannot_run_is_refused_naming_the_field(value, f
 
 
 def test_the_command_line_refuses_eta_below_two_in_one_line():
-  completed = run_module("experiments.sweeps.sweep",
+  completed = run_module_in_process("experiments.sweeps.sweep",
                          "--config=configs/sweeps/sweep_digits_halving.py",
                          "--config.optimizers.rmsprop.halving.eta=1", "--workdir=/nonexistent")
   assert_one_line_error(completed, "optimizers['rmsprop'].halving.eta")

@@ -17,7 +17,7 @@ import pytest
 
 from experiments.common import cli
 from experiments.sweeps import optuna_batches, program, sweep, validation_split
-from tests.experiments.test_cli import assert_one_line_error, run_module
+from tests.experiments.test_cli import assert_one_line_error, run_module_in_process
 from tests.experiments.test_sweep import tiny_config, tiny_dataset
 
 SPACE = {"learning_rate": ("log_uniform", 1e-5, 1.0), "decay": ("uniform", 0.5, 0.999)}
@@ -156,7 +156,7 @@ def test_a_space_or_round_optuna_cannot_run_is_refused_naming_the_field(entry, f
 
 
 def test_the_command_line_refuses_a_round_wider_than_the_trials_in_one_line():
-  completed = run_module("experiments.sweeps.sweep",
+  completed = run_module_in_process("experiments.sweeps.sweep",
                          "--config=configs/sweeps/sweep_digits_tpe.py",
                          "--config.optimizers.rmsprop.trials_per_round=65",
                          "--workdir=/nonexistent")
