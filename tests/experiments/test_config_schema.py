@@ -22,7 +22,7 @@ import pytest
 from experiments.common.config_schema import ConfigSchema
 from experiments.common.errors import ConfigError
 from tests.conftest import REPO
-from tests.experiments.test_cli import assert_one_line_error, run_module, run_module_in_process
+from tests.experiments.test_cli import assert_one_line_error, run_module_in_process
 
 
 def _classification() -> ConfigSchema:
@@ -244,8 +244,7 @@ def test_a_sweep_config_file_with_a_field_more_or_less_is_refused(tmp_path: Path
         "  return config\n"
     )
     workdir = tmp_path / f"run_{name}"
-    # In a subprocess: in this process a second app.run fails on main's absl flag clean-up.
-    completed = run_module("experiments.sweeps.sweep", f"--config={config_file}",
-                           f"--workdir={workdir}")
+    completed = run_module_in_process("experiments.sweeps.sweep", f"--config={config_file}",
+                                      f"--workdir={workdir}")
     assert_one_line_error(completed, message)
     assert not workdir.exists()
