@@ -57,7 +57,8 @@ test-docs: $(VENV)/.test-installed
 bench: $(VENV)/.experiments-installed
 	$(PY) -m benchmarks.update_step
 
-# Vmapped hyperparameter sweep (timed against sequential runs), then the comparison it tunes.
+# Vmapped hyperparameter sweep of the digits MLP (timed against sequential runs), then the tuned
+# comparison of that MLP (make run's comparison is the CNN: its numbers are not comparable).
 sweep: $(VENV)/.experiments-installed
 	$(PY) -m experiments.sweeps.sweep --config configs/sweeps/sweep_digits.py --sequential
 	$(PY) -m experiments.classification.compare --config configs/classification/digits_tuned.py

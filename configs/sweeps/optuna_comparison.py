@@ -32,7 +32,8 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
   for field in ("dataset", "data_dir", "verify_checksums", "model", "batch_size",
                 "eval_batch_size", "lr_schedule", "validation_fraction", "divergence_factor",
                 "seed"):
-    config[field] = base[field]
+    if field in base:  # data_dir and verify_checksums: only the data sets with files have them
+      config[field] = base[field]
   config.model_kwargs = ml_collections.ConfigDict(base.model_kwargs.to_dict())
   config.num_epochs = {"digits": 20, "fashion_mlp": 4, "quick": 2}[variant]
   config.num_trials = {"digits": 64, "fashion_mlp": 16, "quick": 4}[variant]

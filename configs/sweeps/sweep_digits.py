@@ -26,8 +26,6 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.name = "sweep_digits"  # Outputs go to runs/<name>/.
   config.dataset = "digits"
-  config.data_dir = ""
-  config.verify_checksums = True
   config.model = "mlp"
   config.model_kwargs = ml_collections.ConfigDict({"hidden_sizes": (64,), "dropout_rate": 0.1})
   config.batch_size = 64

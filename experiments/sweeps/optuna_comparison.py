@@ -34,10 +34,11 @@ import numpy as np
 
 from experiments.classification import data as data_lib
 from experiments.classification import train
-from experiments.common import cli, data_order
+from experiments.common import cli, data_order, tables
 from experiments.common import hardware as hardware_lib
 from experiments.common.serialization import to_jsonable
 from experiments.sweeps import halving as halving_lib
+from experiments.sweeps import schema as sweep_schema
 from experiments.sweeps.optuna_batches import run_optuna_batches, suggest
 from experiments.sweeps.program import (
   ChunkRunner,
@@ -414,18 +415,18 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
   lines = [f"# {summary['name']}", "",
            f"{summary['config']['dataset']} {summary['config']['model']} "
            f"{summary['config']['model_kwargs']}; split {summary['split_sizes']}; "
-           f"{summary['devices']} device(s); {summary['hardware']}.", "",
-           "| method | trials | trial-epochs | wall s | CPU s | best validation acc. | "
-           "pick's test acc. | pick |", "|---|---|---|---|---|---|---|---|"]
+           f"{summary['devices']} device(s); {summary['hardware']}.", ""]
+  rows = []
   for run in summary["methods"].values():
     pick = run["pick"] or {}
     hparams = ", ".join(f"{k}={_format(v, 3)}" for k, v in pick.get("hparams", {}).items()
                         if k != "eps")
-    lines.append(
-        f"| {run['label']} | {run['trials']} | {run['trial_epochs']} | {run['wall_s']:.1f} | "
-        f"{run['cpu_s']:.1f} | {_format(pick.get('validation_accuracy'))} | "
-        f"{_format(pick.get('test_accuracy'))} | {hparams} |"
-    )
+    rows.append([run["label"], run["trials"], run["trial_epochs"], f"{run['wall_s']:.1f}",
+                 f"{run['cpu_s']:.1f}", _format(pick.get("validation_accuracy")),
+                 _format(pick.get("test_accuracy")), hparams])
+  lines.append(tables.markdown_table(
+      ["method", "trials", "trial-epochs", "wall s", "CPU s", "best validation acc.",
+       "pick's test acc.", "pick"], rows))
   lines += ["", "Goals:", ""] + [f"- {key}: {_format(value)}"
                                  for key, value in summary["goals"].items()]
   return "\n".join(lines) + "\n"
@@ -468,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> None:
       print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     print(f"wrote {workdir}/comparison.json, comparison.md and best_vs_time.png")
 
-  cli.run_job(compare, default_config="configs/sweeps/optuna_comparison.py", argv=argv)
+  cli.run_job(compare, default_config="configs/sweeps/optuna_comparison.py",
+              schema=sweep_schema.OPTUNA_COMPARISON, argv=argv)
 
 
 if __name__ == "__main__":

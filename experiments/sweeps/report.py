@@ -14,6 +14,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # (after matplotlib.use: the backend must be chosen first)
 
+from experiments.common.tables import markdown_table
+
 
 def _format(value: Any, digits: int = 4) -> str:
   if value is None:
@@ -25,54 +27,56 @@ def _format(value: Any, digits: int = 4) -> str:
   return str(value)
 
 
+def model_text(config: Mapping[str, Any]) -> str:
+  """The model of a sweep as its titles and tables name it: ``mlp (hidden_sizes=(64,), ...)``."""
+  kwargs = ", ".join(f"{key}={value}" for key, value in dict(config["model_kwargs"]).items())
+  return f"{config['model']} ({kwargs})" if kwargs else str(config["model"])
+
+
 def write_markdown(path: Path, summary: Mapping[str, Any]) -> None:
   """``sweep.md``: best trials, timings and every trial, sorted by validation accuracy."""
-  lines = [f"# Sweep `{summary['name']}`", ""]
+  lines = [f"# Sweep `{summary['name']}` (model `{summary['config']['model']}`)", ""]
   lines += [
       f"{summary['config']['dataset']}, {summary['config']['model']} "
       f"{summary['config']['model_kwargs']}, {summary['config']['num_epochs']} epochs of "
       f"batch {summary['config']['batch_size']}, seeds {summary['seeds']}, "
       f"selection by {summary['selection_metric']}. Hardware: {summary['hardware']}.",
       "",
-      "## Best trial per optimizer",
+      f"## Best trial per optimizer (model `{model_text(summary['config'])}`)",
       "",
-      "| optimizer | hyperparameters | validation acc. | test acc. | train loss |",
-      "|---|---|---|---|---|",
   ]
+  best_rows = []
   for name, best in summary["best"].items():
     if best is None:
-      lines.append(f"| {name} | every trial diverged | — | — | — |")
+      best_rows.append([name, "every trial diverged", "—", "—", "—"])
       continue
     hparams = ", ".join(f"{k}={_format(v)}" for k, v in best["hparams"].items())
-    lines.append(
-        f"| {name} | {hparams} | {_format(best['validation_accuracy'])} | "
-        f"{_format(best['test_accuracy'])} | {_format(best['train_loss'])} |"
-    )
-  lines += ["", "## Timing", "",
-            "| optimizer | runs | mode | compile s | compile CPU s | run s | run CPU s |",
-            "|---|---|---|---|---|---|---|"]
-  for name, modes in summary["timing"]["per_optimizer"].items():
-    for mode, timing in modes.items():
-      lines.append(
-          f"| {name} | {timing['runs']} | {mode} | {timing['compile_s']:.2f} | "
-          f"{timing['compile_cpu_s']:.2f} | {timing['run_s']:.2f} | {timing['run_cpu_s']:.2f} |"
-      )
+    best_rows.append([name, hparams, _format(best["validation_accuracy"]),
+                      _format(best["test_accuracy"]), _format(best["train_loss"])])
+  lines.append(markdown_table(
+      ["optimizer", "hyperparameters", "validation acc.", "test acc.", "train loss"], best_rows))
+  lines += ["", "## Timing", ""]
+  lines.append(markdown_table(
+      ["optimizer", "runs", "mode", "compile s", "compile CPU s", "run s", "run CPU s"],
+      [[name, timing["runs"], mode, f"{timing['compile_s']:.2f}", f"{timing['compile_cpu_s']:.2f}",
+        f"{timing['run_s']:.2f}", f"{timing['run_cpu_s']:.2f}"]
+       for name, modes in summary["timing"]["per_optimizer"].items()
+       for mode, timing in modes.items()]))
   speedups = summary["timing"].get("speedup")
   if speedups:
     lines += ["", "Speed-up of the vmapped sweep (run time, compilation excluded):", ""]
     for name, values in speedups.items():
       lines.append(f"- {name}: " + ", ".join(f"{k} {v:.2f}x" for k, v in values.items()))
-  lines += ["", "## Every trial", "",
-            "| optimizer | trial | hyperparameters | diverged | validation acc. | test acc. | "
-            "train loss |", "|---|---|---|---|---|---|---|"]
-  for record in sorted(summary["trials"], key=lambda r: (r["optimizer"],
-                                                         -(r["validation_accuracy"] or 0.0))):
-    hparams = ", ".join(f"{k}={_format(v)}" for k, v in record["hparams"].items())
-    lines.append(
-        f"| {record['optimizer']} | {record['trial']} | {hparams} | {record['diverged']} | "
-        f"{_format(record['validation_accuracy'])} | {_format(record['test_accuracy'])} | "
-        f"{_format(record['train_loss'])} |"
-    )
+  lines += ["", "## Every trial", ""]
+  records = sorted(summary["trials"], key=lambda r: (r["optimizer"],
+                                                      -(r["validation_accuracy"] or 0.0)))
+  lines.append(markdown_table(
+      ["optimizer", "trial", "hyperparameters", "diverged", "validation acc.", "test acc.",
+       "train loss"],
+      [[record["optimizer"], record["trial"],
+        ", ".join(f"{k}={_format(v)}" for k, v in record["hparams"].items()), record["diverged"],
+        _format(record["validation_accuracy"]), _format(record["test_accuracy"]),
+        _format(record["train_loss"])] for record in records]))
   if summary.get("plots"):
     lines += ["", "## Plots", ""] + [f"![{plot}]({plot})" for plot in summary["plots"]]
   path.write_text("\n".join(lines) + "\n")
@@ -141,6 +145,18 @@ def plot_heatmap(
   return True
 
 
+def _sensitivity_label(name: str, by_rate: Mapping[float, Sequence[Mapping[str, Any]]]) -> str:
+  """``name``, and when a learning rate has several trials, of how many each point is the best."""
+  most = max(len(trials) for trials in by_rate.values())
+  if most == 1:
+    return name
+  trials = [trial for group in by_rate.values() for trial in group]
+  others = sorted({key for trial in trials for key in trial["hparams"] if key != "learning_rate"
+                   and len({repr(other["hparams"].get(key)) for other in trials}) > 1})
+  what = " x ".join(others) if others else "trial"
+  return f"{name}: best of {most} {what} values per learning rate"
+
+
 def plot_sensitivity(path: Path, records: Sequence[Mapping[str, Any]], title: str) -> None:
   """Test accuracy against learning rate, one line per optimizer.
 
@@ -148,9 +164,10 @@ def plot_sensitivity(path: Path, records: Sequence[Mapping[str, Any]], title: st
   the best trial at that learning rate by validation accuracy, so the line shows the
   learning-rate sensitivity with the other hyperparameters tuned. Random searches, whose
   learning rates do not repeat, are drawn as points. Diverged trials are plotted at zero
-  accuracy with a cross.
+  accuracy with a cross. The legend says which points are such a best (``rmsprop: best of 8
+  decay values per learning rate``; by validation accuracy, as the y-axis label says).
   """
-  figure, axes = plt.subplots(figsize=(8.5, 5))
+  figure, axes = plt.subplots(figsize=(8.5, 6))
   names = list(dict.fromkeys(r["optimizer"] for r in records))
   for index, name in enumerate(names):
     color = f"C{index}"
@@ -166,17 +183,19 @@ def plot_sensitivity(path: Path, records: Sequence[Mapping[str, Any]], title: st
     accuracy = np.array([c["test_accuracy"] if c else np.nan for c in chosen])
     # A grid gives a curve; drawn learning rates (random, Optuna) do not repeat: points.
     style = "o-" if str(rows[0].get("search", "grid")).startswith("grid") else "o"
-    axes.plot(rates, accuracy, style, color=color, label=name, markersize=4)
+    axes.plot(rates, accuracy, style, color=color, label=_sensitivity_label(name, by_rate),
+              markersize=4)
     failed = [rate for rate, c in zip(rates, chosen, strict=True) if c is None]
     axes.plot(failed, np.zeros(len(failed)), "x", color=color, markersize=8)
   axes.set_xscale("log")
   axes.set_ylim(0, 1.02)
   axes.set_xlabel("learning rate")
-  axes.set_ylabel("test accuracy (mean over seeds)")
+  axes.set_ylabel("test accuracy (mean over seeds)\nof the best trial by validation accuracy")
   axes.set_title(title)
   axes.grid(True, which="both", alpha=0.3)
-  # Beside the axes: inside, it covered the low-accuracy ends of the curves.
-  axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+  # Below the axes: inside, it covered the low-accuracy ends of the curves; beside them, a long
+  # entry ("best of 8 decay values ...") squeezed the axes.
+  axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=9)
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)

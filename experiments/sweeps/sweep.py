@@ -36,6 +36,7 @@ from experiments.common import hardware as hardware_lib
 from experiments.common.serialization import to_jsonable
 from experiments.distributed import multihost
 from experiments.sweeps import halving as halving_lib
+from experiments.sweeps import schema as sweep_schema
 from experiments.sweeps import timing_study
 from experiments.sweeps.optuna_batches import run_optuna_batches
 from experiments.sweeps.program import (
@@ -48,7 +49,7 @@ from experiments.sweeps.program import (
   run_vmapped,
   trial_devices,
 )
-from experiments.sweeps.report import plot_heatmap, plot_sensitivity, write_markdown
+from experiments.sweeps.report import model_text, plot_heatmap, plot_sensitivity, write_markdown
 from experiments.sweeps.search_space import MODEL_BASED, SearchPlan, search_plan, to_plain
 from experiments.sweeps.selection import (
   SELECTION_METRIC,
@@ -269,12 +270,12 @@ def draw_plots(
   heatmap = config.heatmap
   if heatmap is not None and heatmap.optimizer in config.optimizers:
     title = (f"{heatmap.optimizer}: test accuracy over {heatmap.x} x {heatmap.y} "
-             f"({config.name})")
+             f"({config.name}, {model_text(config)})")
     rows = [r for r in records if r["optimizer"] == heatmap.optimizer]
     if plot_heatmap(workdir / "heatmap.png", rows, heatmap.x, heatmap.y, title):
       plots.append("heatmap.png")
   plot_sensitivity(workdir / "sensitivity.png", records,
-                   f"Learning-rate sensitivity ({config.name})")
+                   f"Learning-rate sensitivity: {config.name}\n{model_text(config)}")
   plots.append("sensitivity.png")
   return plots
 
@@ -332,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
   def sweep(config: ml_collections.ConfigDict, workdir: str, sequential: bool) -> None:
     summary = run_sweep(config, workdir, sequential=sequential)
+    print(f"{config.name}, model {model_text(config)}: best trial per optimizer by "
+          f"{summary['selection_metric']}")
     for name, best in summary["best"].items():
       epochs = summary["trial_epochs"][name]
       if best is None:
@@ -347,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"in {summary['wall_time_s']:.1f} s on {summary['devices']} device(s)")
 
   cli.run_job(
-      sweep, default_config="configs/sweeps/sweep_digits.py", argv=argv,
+      sweep, default_config="configs/sweeps/sweep_digits.py", schema=sweep_schema.SWEEP,
+      argv=argv,
       switches={"sequential": "Also train the same runs one after another (jit per run) and a "
                               "sample with a Python loop over a jitted step; record the times."},
   )

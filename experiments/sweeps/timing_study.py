@@ -132,6 +132,13 @@ def run_python_loop(
   jitted functions take the hyperparameters as arguments and are compiled once, on the
   first trial (timed as compilation); the run time covers every trial in ``trials``, each
   trained from its key in ``keys``.
+
+  Not :class:`experiments.distributed.train.TrainLoop`, though both loop over batches calling
+  the same :func:`.steps.train_step` on the same :mod:`~experiments.common.data_order`: this
+  loop is the timing study's baseline, so it must be the plain script a user would write
+  (host batches copied each step, many trials through one compiled step, no mesh); TrainLoop
+  trains one run on a device mesh, puts each global batch on its shards and checkpoints and
+  resumes mid-epoch, which would add to the time measured here what a sweep does not do.
   """
   graphdef = train.model_graphdef(setup.spec)
   fixed = dict(setup.fixed)

@@ -30,7 +30,9 @@ from experiments.classification import data as data_lib
 from experiments.classification import train
 from experiments.common import cli
 from experiments.common import hardware as hardware_lib
+from experiments.sweeps import schema as sweep_schema
 from experiments.sweeps import selection
+from experiments.sweeps.report import model_text
 from experiments.sweeps.search_space import optimizer_trials, search_kind
 from experiments.sweeps.selection import SELECTION_METRIC
 from experiments.sweeps.validation_split import stratified_split
@@ -120,11 +122,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
   def sweep(config: ml_collections.ConfigDict, workdir: str) -> None:
     summary = run_sweep_loop(config, workdir)
+    print(f"{config.name}, model {model_text(config)}: best trial per optimizer by "
+          f"{summary['selection_metric']}")
     for name, entry in summary["best"].items():
       print(f"{name}: best {entry['hparams'] if entry else 'none (all diverged)'}")
     print(f"wrote {workdir}/sweep.json in {summary['wall_time_s']:.0f} s")
 
-  cli.run_job(sweep, argv=argv)
+  cli.run_job(sweep, schema=sweep_schema.TRIAL_LOOP, argv=argv)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ def run_module_in_process(module: str, *args: str) -> subprocess.CompletedProces
 
   The flags the entry point defines are removed afterwards, so the next call defines them anew.
   """
-  from absl import flags
+  from absl import app, flags  # app first: the flags it defines on import must stay defined
 
+  del app
   defined_before = set(flags.FLAGS)
   argv_before, stdout, stderr = sys.argv, io.StringIO(), io.StringIO()
   sys.argv = [module, *args]

@@ -53,6 +53,11 @@ def _state_formats() -> ConfigSchema:
   return state_formats.SCHEMA
 
 
+def _sweeps(driver: str) -> Callable[[], ConfigSchema]:
+  return lambda: importlib.import_module("experiments.sweeps.schema").SCHEMAS[
+      f"experiments.sweeps.{driver}"]
+
+
 # Config folder (or file) -> the schema of the job that reads it.
 JOBS: dict[str, Callable[[], ConfigSchema]] = {
     "configs/classification": _classification,
@@ -62,6 +67,11 @@ JOBS: dict[str, Callable[[], ConfigSchema]] = {
     "configs/studies/sparse_features.py": _study("sparse_features"),
     "configs/benchmarks/benchmark.py": _benchmark,
     "configs/benchmarks/state_formats.py": _state_formats,
+    **{f"configs/sweeps/{name}.py": _sweeps("sweep") for name in (
+        "sweep_digits", "sweep_digits_halving", "sweep_digits_random", "sweep_digits_tpe",
+        "sweep_fashion_mlp")},
+    "configs/sweeps/sweep_fashion_cnn.py": _sweeps("trial_loop"),
+    "configs/sweeps/optuna_comparison.py": _sweeps("optuna_comparison"),
 }
 
 
@@ -107,12 +117,20 @@ def load(config_module: str, variant: str | None) -> ml_collections.ConfigDict:
 SHIPPED = shipped_configs()
 
 
-def test_every_job_has_configs() -> None:
+def test_every_shipped_config_is_checked() -> None:
+  """Every config file under configs/ (a module with ``get_config``; helpers such as
+  framework_defaults.py have none) is mapped to its job's schema: a new one must be too."""
+  modules = [".".join(path.relative_to(REPO).with_suffix("").parts)
+             for path in (REPO / "configs").rglob("*.py") if path.name != "__init__.py"]
+  on_disk = {name for name in modules if hasattr(importlib.import_module(name), "get_config")}
+  assert on_disk == {name for name, _ in SHIPPED}
   folders = {name.rsplit(".", 1)[0] for name, _ in SHIPPED}
   assert folders == {"configs.classification", "configs.distributed", "configs.studies",
-                     "configs.benchmarks"}
+                     "configs.benchmarks", "configs.sweeps"}
   assert ("configs.studies.adding_problem", "quick") in SHIPPED
   assert ("configs.benchmarks.benchmark", "quick") in SHIPPED
+  assert {("configs.sweeps.optuna_comparison", variant)
+          for variant in ("digits", "fashion_mlp", "quick")} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize(("config_module", "variant"), SHIPPED)
@@ -176,6 +194,10 @@ COMMANDS = [
      ["--config=configs/studies/nonstationary.py:quick", "--config.num_epochs=3"], "num_epochs"),
     ("benchmarks.update_step",
      ["--config=configs/benchmarks/benchmark.py:quick", "--config.num_seeds=2"], "num_seeds"),
+    ("experiments.sweeps.sweep",
+     ["--config=configs/sweeps/sweep_digits.py", "--config.data_dir=/data"], "data_dir"),
+    ("experiments.sweeps.trial_loop",
+     ["--config=configs/sweeps/sweep_fashion_cnn.py", "--config.optimizer=sgd"], "optimizer"),
 ]
 
 
@@ -204,44 +226,25 @@ def test_a_config_file_with_an_extra_field_is_one_line_before_any_work(tmp_path:
   assert not workdir.exists()
 
 
-# The sweeps' configs: against the sweeps' own schema when the sweeps job declares one
-# (experiments/sweeps/schema.py: SCHEMAS, config name -> schema, or one SCHEMA); until then,
-# every field of a sweep config must at least be read somewhere by the sweeps' code or by the
-# classification runs its trials are (a field nobody reads fails).
-def sweep_configs() -> list[tuple[str, str | None]]:
-  found = []
-  for path in sorted((REPO / "configs" / "sweeps").glob("*.py")):
-    module = importlib.import_module(f"configs.sweeps.{path.stem}")
-    if hasattr(module, "get_config"):
-      found += [(f"configs.sweeps.{path.stem}", variant) for variant in variants(module)]
-  return found
-
-
-def _sweeps_schema(config_module: str) -> ConfigSchema | None:
-  try:
-    module = importlib.import_module("experiments.sweeps.schema")
-  except ModuleNotFoundError:
-    return None
-  schemas = getattr(module, "SCHEMAS", None)
-  if schemas is not None:
-    return schemas[config_module.rsplit(".", 1)[-1]]
-  return module.SCHEMA
-
-
-def _read_by_sweeps(field: str) -> bool:
-  sources = "\n".join(path.read_text() for path in (REPO / "experiments" / "sweeps").glob("*.py"))
-  patterns = (rf"config\.{field}\b", rf"\[\"{field}\"\]", rf"\"{field}\"", rf"'{field}'")
-  return field in _classification().expected(
-      ml_collections.ConfigDict({"dataset": "fashion_mnist"})) or any(
-          re.search(pattern, sources) for pattern in patterns)
-
-
-@pytest.mark.parametrize(("config_module", "variant"), sweep_configs())
-def test_every_sweep_config_holds_only_what_is_read(config_module: str, variant: str | None
-                                                    ) -> None:
-  config = load(config_module, variant)
-  schema = _sweeps_schema(config_module)
-  if schema is not None:
-    schema.check(config)
-  else:
-    assert [field for field in config if not _read_by_sweeps(field)] == []
+def test_a_sweep_config_file_with_a_field_more_or_less_is_refused(tmp_path: Path) -> None:
+  """A sweep config carrying a comparison's field (or missing one the sweep reads) is one error
+  line, before the data is loaded or the workdir made."""
+  for name, edit, message in (
+      ("extra", "config.target_accuracy = 0.98",
+       "['target_accuracy'] not read by experiments.sweeps.sweep"),
+      ("missing", "del config['chunk_size']",
+       "no field(s) ['chunk_size'], which experiments.sweeps.sweep reads"),
+  ):
+    config_file = tmp_path / f"{name}.py"
+    config_file.write_text(
+        "from configs.sweeps import sweep_digits\n\n\n"
+        "def get_config():\n"
+        "  config = sweep_digits.get_config()\n"
+        f"  {edit}\n"
+        "  return config\n"
+    )
+    workdir = tmp_path / f"run_{name}"
+    completed = run_module_in_process("experiments.sweeps.sweep", f"--config={config_file}",
+                                      f"--workdir={workdir}")
+    assert_one_line_error(completed, message)
+    assert not workdir.exists()

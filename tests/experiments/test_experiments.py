@@ -435,3 +435,30 @@ def test_make_optimizer_checks_the_baselines_hyperparameters(name, hparams, mess
     optimizer_lib.make_optimizer(name, hparams)
   with pytest.raises(TypeError, match=r"optimizers\.momentum\.nesterov must be True or False"):
     optimizer_lib.make_optimizer("momentum", {"learning_rate": 0.1, "nesterov": "yes"})
+
+
+def test_the_console_reads_steps_to_target_as_rounded_numbers_or_not_reached():
+  """Never ``steps to target None`` nor ``124.66666666666667``: mean ± std rounded, or how many
+  seeds reached the target."""
+  reached = {"steps_to_target": 124.66666666666667, "steps_to_target_std": 9.43,
+             "target_reached_seeds": 3}
+  assert compare.steps_to_target_text(reached, 3) == "125 ± 9"
+  never = {"steps_to_target": None, "steps_to_target_std": None, "target_reached_seeds": 0}
+  assert compare.steps_to_target_text(never, 3) == "not reached (0/3 seeds)"
+  summary = {"model": "mlp", "model_kwargs": {"hidden_sizes": (64,), "dropout_rate": 0.1}}
+  assert compare.model_name(summary) == "mlp (hidden_sizes=(64,), dropout_rate=0.1)"
+
+
+def test_tuned_from_reads_the_one_format_the_sweeps_write_and_refuses_others(tmp_path):
+  """``best[name]`` is ``{"hparams": {...}, scores...}`` (or None: every trial diverged); the
+  bare hyperparameters or a ``hyperparameters`` key (no sweep here writes them) are refused."""
+  path = tmp_path / "sweep.json"
+  path.write_text(json.dumps({"best": {
+      "sgd": {"hparams": {"learning_rate": 0.3, "no_such_hparam": 1}, "validation_accuracy": 0.9},
+      "adam": None, "momentum": {"learning_rate": 0.1},
+      "rmsprop": {"hyperparameters": {"learning_rate": 0.01}}}}))
+  assert train.load_tuned_hparams(path, "sgd") == {"learning_rate": 0.3}
+  assert train.load_tuned_hparams(path, "adam") == {}
+  for name in ("momentum", "rmsprop"):
+    with pytest.raises(ValueError, match=rf"best\['{name}'\] holds no 'hparams'.*rerun the sweep"):
+      train.load_tuned_hparams(path, name)

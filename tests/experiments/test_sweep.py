@@ -336,6 +336,37 @@ def test_plots_of_a_random_search(tmp_path):
   assert not report.plot_heatmap(tmp_path / "none.png", records, "learning_rate", "eps", "t")
 
 
+def test_the_sensitivity_legend_says_of_how_many_trials_each_point_is_the_best():
+  grid = {rate: [{"hparams": {"learning_rate": rate, "decay": decay, "eps": 1e-8}}
+                 for decay in (0.5, 0.9, 0.99)] for rate in (1e-3, 1e-2)}
+  assert report._sensitivity_label("rmsprop", grid) == (
+      "rmsprop: best of 3 decay values per learning rate")
+  single = {rate: [{"hparams": {"learning_rate": rate}}] for rate in (1e-3, 1e-2)}
+  assert report._sensitivity_label("sgd", single) == "sgd"
+
+
+def test_sweep_md_names_the_model_and_its_tables_are_well_formed(tmp_path):
+  summary = {
+      "name": "s", "config": {"dataset": "digits", "model": "mlp",
+                              "model_kwargs": {"hidden_sizes": (64,)}, "num_epochs": 2,
+                              "batch_size": 32},
+      "seeds": [0], "selection_metric": "validation_accuracy", "hardware": "cpu",
+      "best": {"sgd": {"hparams": {"learning_rate": 0.1}, "validation_accuracy": 0.9,
+                       "test_accuracy": 0.8, "train_loss": 0.5}, "adam": None},
+      "timing": {"per_optimizer": {"sgd": {"vmapped": {
+          "runs": 1, "compile_s": 1.0, "compile_cpu_s": 1.0, "run_s": 2.0, "run_cpu_s": 2.0}}}},
+      "trials": [{"optimizer": "sgd", "trial": 0, "hparams": {"learning_rate": 0.1},
+                  "diverged": False, "validation_accuracy": 0.9, "test_accuracy": 0.8,
+                  "train_loss": 0.5}],
+  }
+  report.write_markdown(tmp_path / "sweep.md", summary)
+  text = (tmp_path / "sweep.md").read_text()
+  assert "model `mlp (hidden_sizes=(64,))`" in text
+  assert "| sgd | learning_rate=0.1 | 0.9 | 0.8 | 0.5 |" in text
+  assert "| adam | every trial diverged | — | — | — |" in text
+  assert "|---|---|---|---|---|---|---|" in text  # the timing and every-trial tables
+
+
 def test_run_keys_shared_or_drawn_per_trial():
   shared = program.run_keys([3, 4], 5, "shared")
   assert shared.shape == (2,)
