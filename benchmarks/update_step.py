@@ -34,6 +34,7 @@ import rmsprop_jax
 from experiments.common import cli
 from experiments.common import hardware as hardware_lib
 from experiments.common.hlo import count_passes
+from experiments.common.tables import markdown_table
 from rmsprop_jax import formats
 
 matplotlib.use("Agg")
@@ -601,6 +602,11 @@ def _bandwidth_cell(case: Mapping[str, Any], name: str) -> str:
   return f"{gbs} ({case['bandwidth_vs_sgd'][name]:.0%})"
 
 
+def _right_after(left: int, right: int) -> list[str]:
+  """Column alignments: ``left`` text columns, then ``right`` number columns."""
+  return ["left"] * left + ["right"] * right
+
+
 def markdown_report(result: Mapping[str, Any]) -> str:
   """The tables of ``benchmark.md``."""
   hw = result["hardware"]
@@ -618,54 +624,55 @@ def markdown_report(result: Mapping[str, Any]) -> str:
   ]
   cases = result["cases"]
   names = [name for name in REFERENCE_OF if name in cases[0]["median_ms"]]
-  lines.append("| tree | params | rounds | " + " | ".join(names) + " |")
-  lines.append("|---|---:|---:|" + "---:|" * len(names))
-  for case in cases:
-    lines.append(f"| {case['tree']} | {_millions(case['num_params'])} | {case['rounds']} | "
-                 + " | ".join(f"{case['median_ms'][n]:.2f}" for n in names) + " |")
+  lines.append(markdown_table(
+      ["tree", "params", "rounds", *names],
+      [[case["tree"], _millions(case["num_params"]), case["rounds"],
+        *(f"{case['median_ms'][n]:.2f}" for n in names)] for case in cases],
+      align=_right_after(1, 2 + len(names))))
   lines += ["", "Ratio of each rmsprop_jax variant to optax.rmsprop in the same configuration "
             "(bf16: to float32 optax.rmsprop); of a second optax.rmsprop to the first (A/A: the "
             "noise floor); and to torch.optim.RMSprop (plain):", ""]
   torch_keys = list(cases[0]["ratio_to_torch"])
   header = [*OURS, CONTROL, *torch_keys]
-  lines.append("| tree | params | " + " | ".join(header) + " |")
-  lines.append("|---|---:|" + "---:|" * len(header))
+  rows = []
   for case in cases:
     values = [case["ratio_to_reference"][n] for n in (*OURS, CONTROL)]
     values += [case["ratio_to_torch"][k] for k in torch_keys]
-    lines.append(f"| {case['tree']} | {_millions(case['num_params'])} | "
-                 + " | ".join(f"{v:.2f}x" for v in values) + " |")
+    rows.append([case["tree"], _millions(case["num_params"]), *(f"{v:.2f}x" for v in values)])
+  lines.append(markdown_table(["tree", "params", *header], rows,
+                              align=_right_after(1, 1 + len(header))))
   format_names = [name for name in cases[0]["ratio_to_reference"]
                   if name.startswith(FORMAT_PREFIX)]
   if format_names:
     lines += ["", "State formats (rmsprop_jax.formats): paired ratio of the step time to float32 "
               "state's (rmsprop_jax), and state bytes per parameter:", ""]
     short = [name.removeprefix(FORMAT_PREFIX) for name in format_names]
-    lines.append("| tree | params | " + " | ".join(short) + " |")
-    lines.append("|---|---:|" + "---:|" * len(short))
-    for case in cases:
-      lines.append(f"| {case['tree']} | {_millions(case['num_params'])} | " + " | ".join(
-          f"{case['ratio_to_reference'][n]:.2f}x ({case['state_bytes_per_param'][n]:.2f} B)"
-          for n in format_names) + " |")
+    lines.append(markdown_table(
+        ["tree", "params", *short],
+        [[case["tree"], _millions(case["num_params"]), *(
+            f"{case['ratio_to_reference'][n]:.2f}x ({case['state_bytes_per_param'][n]:.2f} B)"
+            for n in format_names)] for case in cases],
+        align=_right_after(1, 1 + len(short))))
   lines += ["", "Effective bandwidth (bytes that must move / median time) and its paired ratio to "
             "optax.sgd's on the same tree:", ""]
   bandwidth_names = ["optax.sgd", "rmsprop_jax", "optax.rmsprop", "rmsprop_jax bf16",
                      "rmsprop_jax momentum", "optax.adam"]
-  lines.append("| tree | params | " + " | ".join(bandwidth_names) + " |")
-  lines.append("|---|---:|" + "---:|" * len(bandwidth_names))
-  for case in cases:
-    lines.append(
-        f"| {case['tree']} | {_millions(case['num_params'])} | "
-        + " | ".join(_bandwidth_cell(case, n) for n in bandwidth_names) + " |")
+  lines.append(markdown_table(
+      ["tree", "params", *bandwidth_names],
+      [[case["tree"], _millions(case["num_params"]),
+        *(_bandwidth_cell(case, n) for n in bandwidth_names)] for case in cases],
+      align=_right_after(1, 1 + len(bandwidth_names))))
   lines += ["", "Optimizer state and bytes that must move per float32 parameter; passes over "
             "parameter-sized arrays in the compiled step (XLA fusions + copies, one-leaf tree):",
-            "", "| implementation | state bytes / param | bytes that must move / param | "
-            "passes (fusions + copies) |", "|---|---:|---:|---:|"]
+            ""]
+  rows = []
   for name, state in result["state_bytes"].items():
     passes = result["hlo_passes"].get(name)
     passes_text = f"{passes['fusions']} + {passes['copies']}" if passes else "n/a"
-    lines.append(f"| {name} | {state:.2f} | {bytes_that_must_move(4.0, state):.2f} | "
-                 f"{passes_text} |")
+    rows.append([name, f"{state:.2f}", f"{bytes_that_must_move(4.0, state):.2f}", passes_text])
+  lines.append(markdown_table(
+      ["implementation", "state bytes / param", "bytes that must move / param",
+       "passes (fusions + copies)"], rows, align=_right_after(1, 3)))
   compile_result = result["compile"]
   if compile_result:
     programs = list(compile_result["compile_s"])
@@ -673,21 +680,21 @@ def markdown_report(result: Mapping[str, Any]) -> str:
               "compile, seconds):", ""]
     for program in programs:
       lines.append(f"- {program}: {compile_result['programs'][program]}")
-    lines += ["", "| implementation | " + " | ".join(programs) + " |",
-              "|---|" + "---:|" * len(programs)]
-    for name in compile_result["compile_s"][programs[0]]:
-      lines.append(f"| {name} | " + " | ".join(
-          f"{compile_result['lower_s'][p][name]:.2f} / {compile_result['compile_s'][p][name]:.2f}"
-          for p in programs) + " |")
+    lines += ["", markdown_table(
+        ["implementation", *programs],
+        [[name, *(f"{compile_result['lower_s'][p][name]:.2f} / "
+                  f"{compile_result['compile_s'][p][name]:.2f}" for p in programs)]
+         for name in compile_result["compile_s"][programs[0]]],
+        align=_right_after(1, len(programs)))]
   sweep = result["sweep"]
   if sweep["available"]:
     lines += ["", f"RMSprop learning-rate sweep, from `{sweep['path']}` "
-              "(experiments/sweeps/sweep.py, its own run; seconds):",
-              "", "| mode | runs | compile | run |",
-              "|---|---:|---:|---:|"]
-    for mode, values in sweep["modes"].items():
-      lines.append(f"| {mode} | {values.get('runs', '')} | {values.get('compile_s', 0):.2f} | "
-                   f"{values.get('run_s', 0):.2f} |")
+              "(experiments/sweeps/sweep.py, its own run; seconds):", ""]
+    lines.append(markdown_table(
+        ["mode", "runs", "compile", "run"],
+        [[mode, values.get("runs", ""), f"{values.get('compile_s', 0):.2f}",
+          f"{values.get('run_s', 0):.2f}"] for mode, values in sweep["modes"].items()],
+        align=_right_after(1, 3)))
     lines += ["", "Speedup of the vmapped sweep: " + ", ".join(
         f"{value:.1f}x {name}" for name, value in sweep["speedup"].items()) + "."]
   else:
