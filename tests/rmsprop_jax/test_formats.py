@@ -221,13 +221,17 @@ FORMATS = [
     formats.factored(min_dim_size=8, fallback=formats.int8(min_size=0)),
     formats.bitsandbytes_int8(min_size=0),
 ]
+# The plain update and every option at once run in `make test-fast`; each option alone only in
+# `make test` (the fast lane stays within a minute on 2 cores).
+_SLOW = pytest.mark.slow
 OPTIONS = [
-    {},
-    {"centered": True},
-    {"momentum": 0.9},
-    {"momentum": 0.9, "nesterov": True},
-    {"bias_correction": True},
-    {"centered": True, "momentum": 0.5, "bias_correction": True, "eps": 0.1},
+    pytest.param({}, id="plain"),
+    pytest.param({"centered": True}, id="centered", marks=_SLOW),
+    pytest.param({"momentum": 0.9}, id="momentum", marks=_SLOW),
+    pytest.param({"momentum": 0.9, "nesterov": True}, id="momentum-nesterov", marks=_SLOW),
+    pytest.param({"bias_correction": True}, id="bias_correction", marks=_SLOW),
+    pytest.param({"centered": True, "momentum": 0.5, "bias_correction": True, "eps": 0.1},
+                 id="centered-momentum-bias_correction-eps"),
 ]
 
 
@@ -259,7 +263,7 @@ def _float32_reference_run(options_key):
   return _quadratic_run(rmsprop_jax.rmsprop(1e-2, decay=0.99, **dict(options_key)))
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(o) or "plain")
+@pytest.mark.parametrize("options", OPTIONS)
 @pytest.mark.parametrize("fmt", FORMATS, ids=repr)
 def test_formats_follow_float32_with_every_option(fmt, options):
   if isinstance(fmt, formats.FactoredFormat) and options.get("centered"):

@@ -17,6 +17,9 @@ from rmsprop_jax import compat, formats
 bnb = pytest.importorskip("bitsandbytes")
 torch = pytest.importorskip("torch")
 
+# Left out of `make test-fast`: 50 steps of bitsandbytes' CPU optimizer on up to 4.2M entries.
+pytestmark = pytest.mark.slow
+
 
 def test_dynamic_map_is_bitsandbytes_signed_map():
   # bitsandbytes builds it with torch.linspace, whose vectorised float32 steps depend on the
