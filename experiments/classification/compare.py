@@ -285,8 +285,8 @@ def markdown_report(summary: dict[str, Any], class_names: Sequence[str]) -> str:
   )
   pipeline = summary["input_pipeline"]
   lines = [
-      f"# {summary['config']} (model `{summary['model']}`): SGD vs SGD+momentum vs Adam vs "
-      "RMSprop",
+      f"# {summary['config']} (model `{summary['model']}`): "
+      + " vs ".join(labels.get(name, name) for name in names),
       "",
       f"{summary['dataset']} ({summary['num_train']} train / {summary['num_test']} test images), "
       f"model `{model_name(summary)}`, batch {summary['batch_size']}, {summary['num_epochs']} "

@@ -99,6 +99,8 @@ def test_plots_are_real_pngs(comparison):
 def test_summary_markdown_names_every_optimizer_and_plot(comparison):
   _, workdir = comparison
   text = (workdir / "summary.md").read_text()
+  # The title names the optimizers this run compared (a formats comparison has others).
+  assert text.splitlines()[0].endswith("SGD vs SGD + momentum vs Adam vs RMSprop")
   for label in ("SGD", "SGD + momentum", "Adam", "RMSprop"):
     assert f"| {label}" in text
   for name in compare.PLOTS:
