@@ -6,22 +6,24 @@ call one method per leaf, :meth:`Format.accumulate`, which computes
 
 .. math::
 
-  a_t = \text{increment} + s\cdot\mathrm{decode}(\text{state}_{t-1}), \qquad
+  a_t = \mathrm{rule}(\mathrm{decode}(\text{state}_{t-1})), \qquad
   \text{state}_t = \mathrm{encode}(a_t)
 
-(``s`` is :math:`\rho` for the moving averages, :math:`\beta` for the momentum buffer) and
-returns the value the update uses. A plain dtype (``accumulator_dtype=jnp.bfloat16``) is
-:func:`dtype`: rounding to nearest, exactly as before formats existed. Stochastic rounding draws
-its random bits from the step count folded into the format's ``seed`` (see :func:`random_bits`),
-with integer operations only, so the same inputs give the same bits under ``jit`` and across
-reruns, and XLA cannot simplify the rounding away.
+with ``rule`` a :class:`MovingAverage` (:math:`\nu` and :math:`\mu`:
+:math:`a_t = \rho\,a_{t-1} + (1-\rho)\,x_t`) or an :class:`Affine` step (the momentum buffer:
+:math:`a_t = u_t + \beta\,a_{t-1}`), and returns the value the update uses. A plain dtype
+(``accumulator_dtype=jnp.bfloat16``) is :func:`dtype`: rounding to nearest, exactly as before
+formats existed. Stochastic rounding draws its random bits from the step count folded into the
+format's ``seed`` (see :func:`random_bits`), with integer operations only, so the same inputs
+give the same bits under ``jit`` and across reruns, and XLA cannot simplify the rounding away.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +31,74 @@ import numpy as np
 
 Role = Literal["nu", "signed"]
 """``"nu"``: a real second moment, never negative; ``"signed"``: ``mu`` or the momentum buffer."""
+
+
+class MovingAverage(NamedTuple):
+  r"""The moving averages' step :math:`a_t = \rho\,a_{t-1} + (1-\rho)\,x_t`.
+
+  Computed as :math:`a_{t-1} + (1-\rho)(x_t - a_{t-1})`: one product feeding one sum, so a
+  compiler that fuses multiply-adds (XLA:CPU does, on CPUs with FMA: AVX2 and later) has one
+  way to fuse it whether :math:`\rho` is a constant folded into the program (a Python float)
+  or a runtime value (a traced array), and the two give the same bits. In the form
+  :math:`\rho a + (1-\rho) x` there are two products to choose from, and XLA chose
+  differently for the two programs (one unit in the last place of :math:`\mu` after two steps,
+  measured on an AMD EPYC).
+
+  Attributes:
+    decay: :math:`\rho`, in the compute dtype.
+    target: :math:`x_t` (:math:`|g|^2` for :math:`\nu`, :math:`g` for :math:`\mu`), in the
+      compute dtype.
+  """
+
+  decay: jax.Array
+  target: jax.Array
+
+  @property
+  def dtype(self) -> jnp.dtype:
+    return self.target.dtype
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return tuple(self.target.shape)
+
+  def apply(self, old: jax.Array) -> jax.Array:
+    """:math:`a_t` from :math:`a_{t-1}` = ``old``."""
+    return old + (1.0 - self.decay) * (self.target - old)
+
+  def map(self, fn: Callable[[jax.Array], jax.Array]) -> MovingAverage:
+    """The same step on ``fn`` of the inputs, for a linear ``fn`` (a mean over an axis)."""
+    return MovingAverage(self.decay, fn(self.target))
+
+
+class Affine(NamedTuple):
+  r"""The momentum buffer's step :math:`a_t = u_t + \beta\,a_{t-1}` (one multiply-add).
+
+  Attributes:
+    scale: :math:`\beta`, in the compute dtype.
+    increment: :math:`u_t`, in the compute dtype.
+  """
+
+  scale: jax.Array
+  increment: jax.Array
+
+  @property
+  def dtype(self) -> jnp.dtype:
+    return self.increment.dtype
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return tuple(self.increment.shape)
+
+  def apply(self, old: jax.Array) -> jax.Array:
+    """:math:`a_t` from :math:`a_{t-1}` = ``old``."""
+    return self.increment + self.scale * old
+
+  def map(self, fn: Callable[[jax.Array], jax.Array]) -> Affine:
+    """The same step on ``fn`` of the inputs, for a linear ``fn`` (a mean over an axis)."""
+    return Affine(self.scale, fn(self.increment))
+
+
+Rule = MovingAverage | Affine
 
 ROUNDINGS = ("stochastic", "nearest")
 
@@ -115,12 +185,11 @@ class Format:
     raise NotImplementedError
 
   def accumulate(
-      self, state: Any, scale: jax.Array, increment: jax.Array, *, role: Role,
-      key: jax.Array | None, leaf_index: int,
+      self, state: Any, rule: Rule, *, role: Role, key: jax.Array | None, leaf_index: int,
   ) -> tuple[Any, jax.Array]:
-    """``encode(increment + scale * decode(state))`` and the value the update uses.
+    """``encode(rule.apply(decode(state)))`` and the value the update uses.
 
-    ``increment`` is in the compute dtype (real for ``nu``); the value returned has its dtype.
+    ``rule``'s inputs are in the compute dtype (real for ``nu``); the value returned has it.
     """
     raise NotImplementedError
 
@@ -212,10 +281,10 @@ class DtypeFormat(Format):
   def array_dtype(self):
     return None if self.dtype is None else jnp.dtype(self.dtype)
 
-  def accumulate(self, state, scale, increment, *, role, key, leaf_index):
+  def accumulate(self, state, rule, *, role, key, leaf_index):
     del role, key, leaf_index
-    stored = (increment + scale * state.astype(increment.dtype)).astype(state.dtype)
-    return stored, stored.astype(increment.dtype)
+    stored = rule.apply(state.astype(rule.dtype)).astype(state.dtype)
+    return stored, stored.astype(rule.dtype)
 
   def decode(self, state, dtype):
     return state.astype(dtype)
@@ -285,15 +354,15 @@ class BFloat16Format(Format):
   def array_dtype(self):
     return jnp.dtype(jnp.bfloat16)
 
-  def accumulate(self, state, scale, increment, *, role, key, leaf_index):
+  def accumulate(self, state, rule, *, role, key, leaf_index):
     del role
-    value = increment + scale * state.astype(increment.dtype)
-    if self.rounding == "nearest" or increment.dtype != jnp.float32:
+    value = rule.apply(state.astype(rule.dtype))
+    if self.rounding == "nearest" or rule.dtype != jnp.float32:
       stored = value.astype(jnp.bfloat16)
     else:
       assert key is not None
       stored = _stochastic_bfloat16(value, random_bits(key, leaf_index, value.shape))
-    return stored, stored.astype(increment.dtype)
+    return stored, stored.astype(rule.dtype)
 
   def decode(self, state, dtype):
     return state.astype(dtype)
@@ -625,11 +694,11 @@ class Int8Format(Format):
       codes = blocks.join(jnp.where(split < 0, -index, index).astype(jnp.int8))
     return Int8Leaf(codes=codes, scales=scales)
 
-  def accumulate(self, state, scale, increment, *, role, key, leaf_index):
+  def accumulate(self, state, rule, *, role, key, leaf_index):
     if not isinstance(state, Int8Leaf):
       return DtypeFormat(None).accumulate(
-          state, scale, increment, role=role, key=key, leaf_index=leaf_index)
-    value = increment + scale * self._decode(state, role).astype(increment.dtype)
+          state, rule, role=role, key=key, leaf_index=leaf_index)
+    value = rule.apply(self._decode(state, role).astype(rule.dtype))
     u = None
     if self.rounding == "stochastic":
       assert key is not None
@@ -777,11 +846,11 @@ class BitsandbytesInt8Format(Format):
     values = blocks.split(_take(table, state.bnb_codes.reshape(-1).astype(jnp.int32)))
     return blocks.join(values * blocks.expand(state.bnb_absmax)).reshape(state.shape)
 
-  def accumulate(self, state, scale, increment, *, role, key, leaf_index):
+  def accumulate(self, state, rule, *, role, key, leaf_index):
     if not isinstance(state, BitsandbytesInt8Leaf):
       return DtypeFormat(None).accumulate(
-          state, scale, increment, role=role, key=key, leaf_index=leaf_index)
-    value = increment + scale * self._decode(state).astype(increment.dtype)
+          state, rule, role=role, key=key, leaf_index=leaf_index)
+    value = rule.apply(self._decode(state).astype(rule.dtype))
     return self._encode(value), value
 
   def decode(self, state, dtype):
@@ -883,15 +952,16 @@ class FactoredFormat(Format):
     return FactoredLeaf(row=jnp.mean(value, axis=c), column=jnp.mean(value, axis=r),
                         shape=tuple(value.shape))
 
-  def accumulate(self, state, scale, increment, *, role, key, leaf_index):
+  def accumulate(self, state, rule, *, role, key, leaf_index):
     if not isinstance(state, FactoredLeaf):
       return self.fallback.accumulate(
-          state, scale, increment, role=role, key=key, leaf_index=leaf_index)
+          state, rule, role=role, key=key, leaf_index=leaf_index)
     axes = _factored_axes(state.shape, self.min_dim_size)
     assert axes is not None
-    fresh = self._encode(increment, axes)
+    r, c = axes
     new = FactoredLeaf(
-        row=fresh.row + scale * state.row, column=fresh.column + scale * state.column,
+        row=rule.map(lambda x: jnp.mean(x, axis=c)).apply(state.row),
+        column=rule.map(lambda x: jnp.mean(x, axis=r)).apply(state.column),
         shape=state.shape)
     return new, self._estimate(new, axes)
 

@@ -275,8 +275,8 @@ def scale_by_rmsprop(
       # overwrites it in place, so XLA copies the donated buffer).
       def step(g, stored, leaf_index, fmt):
         rho = hp.as_dtype(decay, real_dtype(g.dtype))
-        increment = (1.0 - rho) * value_fn(g.astype(compute_dtype(g.dtype)))
-        return fmt.accumulate(stored, rho, increment, role=role, key=key, leaf_index=leaf_index)
+        rule = formats.MovingAverage(rho, value_fn(g.astype(compute_dtype(g.dtype))))
+        return fmt.accumulate(stored, rule, role=role, key=key, leaf_index=leaf_index)
       return step
 
     def scale(g, nu, mu=None):
@@ -425,7 +425,8 @@ def momentum_buffer(
       dtype = compute_dtype(u.dtype)
       beta = hp.as_dtype(momentum, real_dtype(u.dtype))
       return fmt.accumulate(
-          stored, beta, u.astype(dtype), role="signed", key=key, leaf_index=leaf_index)
+          stored, formats.Affine(beta, u.astype(dtype)), role="signed", key=key,
+          leaf_index=leaf_index)
 
     def output(u, value):
       result = value

@@ -68,8 +68,8 @@ def test_bfloat16_nearest_matches_numpy_cast():
   value = jax.random.normal(jax.random.key(2), (4096,)) * 1e3
   fmt = formats.bfloat16("nearest")
   state, used = fmt.accumulate(
-      jnp.zeros(4096, jnp.bfloat16), jnp.float32(0.0), value, role="signed", key=None,
-      leaf_index=0)
+      jnp.zeros(4096, jnp.bfloat16), formats.Affine(jnp.float32(0.0), value), role="signed",
+      key=None, leaf_index=0)
   np.testing.assert_array_equal(
       np.asarray(state).view(np.uint16),
       np.asarray(value).astype(ml_dtypes.bfloat16).view(np.uint16))
