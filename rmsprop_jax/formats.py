@@ -564,7 +564,9 @@ def _count_below(table: jax.Array, x: jax.Array) -> jax.Array:
     candidate = index + step
     index = jnp.where(_take(table, candidate - 1) < x, candidate, index)
     step //= 2
-  return jnp.where(_take(table, jnp.full(x.shape, size - 1, jnp.int32)) < x, size, index)
+  # The last entry is one scalar: a lookup at a full-size index array of size - 1 made XLA
+  # constant-fold a gather as large as x at compile time (seconds per large leaf).
+  return jnp.where(table[size - 1] < x, size, index)
 
 
 def _log_map(codes: int, decades: float) -> np.ndarray:
