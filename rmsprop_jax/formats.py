@@ -48,10 +48,13 @@ class MovingAverage(NamedTuple):
     decay: :math:`\rho`, in the compute dtype.
     target: :math:`x_t` (:math:`|g|^2` for :math:`\nu`, :math:`g` for :math:`\mu`), in the
       compute dtype.
+    recompute: optional; computes ``target`` again from copies of its inputs that XLA's common
+      subexpression elimination cannot merge with the originals (see :meth:`refreshed`).
   """
 
   decay: jax.Array
   target: jax.Array
+  recompute: Callable[[], jax.Array] | None = None
 
   @property
   def dtype(self) -> jnp.dtype:
@@ -68,6 +71,18 @@ class MovingAverage(NamedTuple):
   def map(self, fn: Callable[[jax.Array], jax.Array]) -> MovingAverage:
     """The same step on ``fn`` of the inputs, for a linear ``fn`` (a mean over an axis)."""
     return MovingAverage(self.decay, fn(self.target))
+
+  def refreshed(self) -> MovingAverage:
+    """The same step, its ``target`` computed anew (the same values, bit for bit).
+
+    For a second reduction of the target (the factored format's row and column means): XLA:CPU
+    fuses an elementwise target such as :math:`|g|^2` into a reduction only when that
+    reduction is its one reader, and otherwise writes it out as a float32 array of the leaf's
+    size, for every leaf at once under its default scheduler.
+    """
+    if self.recompute is None:
+      return self
+    return MovingAverage(self.decay, self.recompute(), self.recompute)
 
 
 class Affine(NamedTuple):
@@ -96,6 +111,10 @@ class Affine(NamedTuple):
   def map(self, fn: Callable[[jax.Array], jax.Array]) -> Affine:
     """The same step on ``fn`` of the inputs, for a linear ``fn`` (a mean over an axis)."""
     return Affine(self.scale, fn(self.increment))
+
+  def refreshed(self) -> Affine:
+    """The same step (see :meth:`MovingAverage.refreshed`; the increment is an input)."""
+    return self
 
 
 Rule = MovingAverage | Affine
@@ -912,6 +931,11 @@ class FactoredFormat(Format):
   full matrix in the state. Other leaves (vectors, small matrices) and ``mu`` / the momentum
   buffer are stored in ``fallback`` (default: the parameter's compute dtype, float32).
   Factoring a sharded axis needs a reduction across its shards (an all-reduce per leaf).
+
+  The column means reduce :math:`|g|^2` computed anew (:meth:`MovingAverage.refreshed`), so
+  that XLA:CPU fuses the square into both reductions instead of writing a float32
+  :math:`|g|^2` of every factored leaf (all alive at once): the compiled step then needs no
+  leaf-sized temporary (docs/memory.md).
   """
 
   min_dim_size: int = 128
@@ -963,7 +987,7 @@ class FactoredFormat(Format):
     r, c = axes
     new = FactoredLeaf(
         row=rule.map(lambda x: jnp.mean(x, axis=c)).apply(state.row),
-        column=rule.map(lambda x: jnp.mean(x, axis=r)).apply(state.column),
+        column=rule.refreshed().map(lambda x: jnp.mean(x, axis=r)).apply(state.column),
         shape=state.shape)
     return new, self._estimate(new, axes)
 

@@ -275,7 +275,10 @@ def scale_by_rmsprop(
       # overwrites it in place, so XLA copies the donated buffer).
       def step(g, stored, leaf_index, fmt):
         rho = hp.as_dtype(decay, real_dtype(g.dtype))
-        rule = formats.MovingAverage(rho, value_fn(g.astype(compute_dtype(g.dtype))))
+        wide = g.astype(compute_dtype(g.dtype))
+        # `recompute`: value_fn on a copy CSE cannot merge (formats.MovingAverage.refreshed).
+        rule = formats.MovingAverage(
+            rho, value_fn(wide), lambda: value_fn(jax.lax.optimization_barrier(wide)))
         return fmt.accumulate(stored, rule, role=role, key=key, leaf_index=leaf_index)
       return step
 
