@@ -10,8 +10,9 @@ Measured with jax/jaxlib 0.10.2 on XLA:CPU's default (concurrency-optimized) sch
 EPYC: float32, bfloat16 and factored state 0 bytes of temporaries (factored: 4 bytes per
 parameter, the float32 |g|^2 of every factored leaf alive at once, before its column means
 recomputed the square); int8 about 13 bytes per parameter, bitsandbytes_int8 about 13.4. The
-8-bit cases are therefore marked ``xfail(strict=True)``: they record issue 18's open gap, and
-turn into failures (to be unmarked) once a fix lands.
+8-bit cases are therefore marked ``xfail``: they record issue 18's open gap (not strict, so
+that an XLA release that happens to fuse better does not fail the suite; an XPASS in the
+report says the mark can go).
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ import pytest
 import rmsprop_jax
 from rmsprop_jax import formats
 
+# Left out of `make test-fast`: six compilations of a 6.3M-parameter step.
+pytestmark = pytest.mark.slow
+
 SHAPES = {"a": (1024, 2048), "b": (2048, 1024), "c": (512, 4096), "bias": (2048,)}
 NUM_PARAMS = sum(math.prod(shape) for shape in SHAPES.values())
 FLOAT32_STATE_BYTES = 4 * NUM_PARAMS
 
 OPEN = pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason="issue 18: XLA:CPU keeps float32 temporaries of every leaf alive at once for the "
     "8-bit formats (docs/memory.md, 'Peak memory of the compiled train step')")
 
