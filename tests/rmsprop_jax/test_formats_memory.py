@@ -2,9 +2,10 @@
 
 A full step (quadratic loss: backward, update, apply; parameters and state donated) on a
 moderate tree of 6.3M parameters is lowered from ``jax.ShapeDtypeStruct``s and compiled, never
-run, as ``benchmarks/state_formats.py`` does for the 111M-parameter tree; ``memory_analysis()``
-gives the temporaries. The bound: temporaries below half the float32 state's bytes (2 bytes per
-parameter), which a float32 copy of every leaf (4 bytes per parameter) exceeds.
+run, by the program ``benchmarks/state_formats.py`` measures the 111M-parameter tree with
+(``tree_program``); ``memory_analysis()`` gives the temporaries. The bound: temporaries below
+half the float32 state's bytes (2 bytes per parameter), which a float32 copy of every leaf (4
+bytes per parameter) exceeds.
 
 Measured with jax/jaxlib 0.10.2 on XLA:CPU's default (concurrency-optimized) scheduler, AMD
 EPYC: float32, bfloat16 and factored state 0 bytes of temporaries (factored: 4 bytes per
@@ -19,12 +20,10 @@ from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
-import optax
 import pytest
 
 import rmsprop_jax
+from benchmarks import state_formats
 from rmsprop_jax import formats
 
 # Left out of `make test-fast`: six compilations of a 6.3M-parameter step.
@@ -51,16 +50,7 @@ CASES = {
 
 def _temp_bytes(accumulator_dtype) -> int:
   optimizer = rmsprop_jax.rmsprop(1e-3, accumulator_dtype=accumulator_dtype)
-  params = {name: jax.ShapeDtypeStruct(shape, jnp.float32) for name, shape in SHAPES.items()}
-  opt_state = jax.eval_shape(optimizer.init, params)
-
-  def step(params, opt_state):
-    grads = jax.grad(lambda p: 0.5 * sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(p)))(
-        params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state).compile()
+  compiled, _ = state_formats.tree_program(optimizer, SHAPES)
   try:
     memory = compiled.memory_analysis()
   except (NotImplementedError, AttributeError, RuntimeError) as error:  # not on every backend
