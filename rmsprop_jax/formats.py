@@ -561,6 +561,25 @@ def _shard_shape(leaf: Any) -> tuple[int, ...] | None:
     return None
 
 
+def _constant_fill(fill: Any) -> np.float32 | None:
+  """``fill`` as a float32 constant whose blocks :meth:`Int8Format.init` may write directly.
+
+  ``None`` for what must go through the encoder: a traced value, a non-finite one, or a
+  subnormal one (XLA:CPU flushes those to zero inside the encoder).
+  """
+  if isinstance(fill, jax.core.Tracer) or np.ndim(fill) != 0:
+    return None
+  value = np.float32(fill)
+  if not np.isfinite(value) or (value != 0 and abs(value) < np.finfo(np.float32).tiny):
+    return None
+  return value
+
+
+def _constant_scales(blocks: _Blocks, leaf: Any, scale: np.float32) -> jax.Array:
+  """``blocks.scales`` of a leaf of ``scale`` everywhere, placed as the encoder places them."""
+  return blocks.scales(blocks.split(jnp.full_like(leaf, scale, dtype=jnp.float32)))
+
+
 def _take(table: jax.Array, index: jax.Array) -> jax.Array:
   """``table[index]`` for a small replicated ``table``, placed like ``index``.
 
@@ -691,7 +710,17 @@ class Int8Format(Format):
           f"accumulator_dtype=formats.int8() cannot quantize mu or the momentum buffer of the "
           f"complex parameter {path}; pass mu_dtype=None (or a complex dtype) for it."
       )
-    self._blocks(np.shape(leaf)).check_sharding(leaf, path=path, what=repr(self))
+    blocks = self._blocks(np.shape(leaf))
+    blocks.check_sharding(leaf, path=path, what=repr(self))
+    constant = _constant_fill(fill)
+    if constant is not None:
+      # Every block of a constant c has scale |c| and every entry the code of sign(c) * 1 (the
+      # map's last entry is exactly 1), or code 0 and scale 0 for c = 0: what _encode computes,
+      # without a float32 copy of the leaf or a lookup per entry (test_formats checks the bits).
+      last = self._table(role).shape[0] - 1
+      code = 0 if constant == 0 else last if role == "nu" else last * int(np.sign(constant))
+      codes = jnp.full_like(leaf, code, dtype=jnp.uint8 if role == "nu" else jnp.int8)
+      return Int8Leaf(codes=codes, scales=_constant_scales(blocks, leaf, abs(constant)))
     real = jnp.finfo(compute_dtype(jnp.result_type(leaf))).dtype
     value = jnp.full_like(leaf, fill, dtype=real)
     return self._encode(value, role=role, u=None)
@@ -824,7 +853,20 @@ class BitsandbytesInt8Format(Format):
           f"{path}; bitsandbytes has no complex state."
       )
     self._check_sharding(leaf, path)
-    return self._encode(jnp.full_like(leaf, fill, dtype=jnp.float32))
+    constant = _constant_fill(fill)
+    if constant is None:
+      return self._encode(jnp.full_like(leaf, fill, dtype=jnp.float32))
+    # A constant c: each block's absmax is |c| and every entry holds _encode's code of sign(c)
+    # (the same search and tie rule, in NumPy), or code 0 and absmax 0 for c = 0.
+    table = bitsandbytes_dynamic_map()
+    target = np.float32(np.sign(constant))
+    upper = int(np.clip(np.searchsorted(table, target, side="left"), 1, 255))
+    nearer_upper = (table[upper] - target) < (target - table[upper - 1])
+    code = 0 if constant == 0 else (upper if nearer_upper else upper - 1)
+    scales = _constant_scales(self._blocks((math.prod(np.shape(leaf)),)), leaf.reshape(-1),
+                              abs(constant))
+    return BitsandbytesInt8Leaf(bnb_codes=jnp.full_like(leaf, code, dtype=jnp.uint8),
+                                bnb_absmax=scales)
 
   def _blocks(self, shape: tuple[int, ...]) -> _Blocks:
     return _Blocks((math.prod(shape),), self.block_size)

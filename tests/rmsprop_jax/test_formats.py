@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Any
 
 import chex
@@ -62,6 +63,28 @@ def test_int8_signed_round_trip_and_blocks_of_short_rows():
   np.testing.assert_array_equal(np.sign(decoded), np.sign(np.asarray(value)))
   big = np.abs(np.asarray(value)) > 1e-3
   np.testing.assert_allclose(decoded[big], np.asarray(value)[big], rtol=(10 ** (5 / 126) - 1) / 2)
+
+
+def test_init_of_a_constant_stores_what_the_encoder_makes_of_it():
+  # init writes a constant's codes and scales directly (no float32 copy, no lookups); they must
+  # be the encoder's bits: padded rows, grouped short rows, a vector, leading axes, both roles.
+  shapes = {"padded": (3, 300), "grouped": (2, 21, 40), "vector": (5000,)}
+  fills = {"nu": [0.0, 1.0, 3e-30, 7.25], "signed": [0.0, 1.0, -0.5, 3e-30, -7.25]}
+  for fmt in (formats.int8(min_size=0), formats.bitsandbytes_int8(min_size=0)):
+    for role, role_fills in fills.items():
+      encode = (functools.partial(fmt._encode, role=role, u=None)
+                if isinstance(fmt, formats.Int8Format) else fmt._encode)
+      # The reference: the encoder applied to full arrays, all fills at once.
+      want = jax.jit(jax.vmap(functools.partial(jax.tree.map, encode)))(
+          {k: np.multiply.outer(np.float32(role_fills), np.ones(shape, np.float32))
+           for k, shape in shapes.items()})
+      want = jax.tree.map(np.asarray, want)
+      for k, shape in shapes.items():
+        for i, fill in enumerate(role_fills):
+          got = jax.tree.map(np.asarray, fmt.init(jnp.zeros(shape), fill, role=role,
+                                                  path=f"['{k}']"))
+          chex.assert_trees_all_equal(got, jax.tree.map(operator.itemgetter(i), want[k]),
+                                      strict=True)
 
 
 def test_bfloat16_nearest_matches_numpy_cast():
