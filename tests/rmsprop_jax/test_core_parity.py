@@ -124,7 +124,7 @@ PYTORCH_CONFIGS = [
 
 
 def run_torch(config, lr_lambda=None, steps=STEPS):
-  torch = pytest.importorskip("torch", reason="torch is not installed (.ci/run installs it)")
+  torch = pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[test]')")
   x = torch.tensor(X0, requires_grad=True)
   optimizer = torch.optim.RMSprop([x], **config)
   scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda) if lr_lambda else None

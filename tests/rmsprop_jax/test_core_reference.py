@@ -9,14 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 import rmsprop_jax
 from tests.rmsprop_jax.numpy_reference import NumpyRmsprop, RmspropConfig
-
-SETTINGS = settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
 
 
 @st.composite
@@ -90,7 +86,7 @@ def assert_matches_reference(config, params, gradient_sequence, rtol=2e-4, atol=
     params_ref = {k: params_ref[k] + expected[k] for k in params}
 
 
-@SETTINGS
+# Examples per property: tests/conftest.py's hypothesis profiles (25; 8 in `make test-fast`).
 @given(tree_and_rng=pytrees(), config=configs(), steps=st.integers(1, 8))
 def test_update_matches_numpy_reference(tree_and_rng, config, steps):
   params, rng = tree_and_rng

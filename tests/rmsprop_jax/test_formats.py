@@ -149,7 +149,9 @@ def test_stochastic_int8_is_unbiased():
   assert np.max(np.abs(ratio - 1)) < 0.02
 
 
-@pytest.mark.parametrize("fmt", [formats.bfloat16(), formats.int8(min_size=0)], ids=repr)
+@pytest.mark.parametrize(
+    "fmt", [formats.bfloat16(), pytest.param(formats.int8(min_size=0), marks=pytest.mark.slow)],
+    ids=repr)
 def test_stochastic_rounding_is_reproducible_under_jit_and_across_calls(fmt):
   optimizer = rmsprop_jax.rmsprop(1e-2, decay=0.99, momentum=0.9, centered=True,
                                   accumulator_dtype=fmt)
@@ -248,8 +250,8 @@ FORMATS = [
     formats.factored(min_dim_size=8, fallback=formats.int8(min_size=0)),
     formats.bitsandbytes_int8(min_size=0),
 ]
-# The plain update and every option at once run in `make test-fast`; each option alone only in
-# `make test` (the fast lane stays within a minute on 2 cores).
+# The plain update runs in `make test-fast`; each option alone and every option at once only in
+# `make test` (the fast lane stays near a minute on 2 cores).
 _SLOW = pytest.mark.slow
 OPTIONS = [
     pytest.param({}, id="plain"),
@@ -258,7 +260,7 @@ OPTIONS = [
     pytest.param({"momentum": 0.9, "nesterov": True}, id="momentum-nesterov", marks=_SLOW),
     pytest.param({"bias_correction": True}, id="bias_correction", marks=_SLOW),
     pytest.param({"centered": True, "momentum": 0.5, "bias_correction": True, "eps": 0.1},
-                 id="centered-momentum-bias_correction-eps"),
+                 id="centered-momentum-bias_correction-eps", marks=_SLOW),
 ]
 
 
@@ -324,6 +326,7 @@ def test_mu_dtype_separates_the_first_moment():
     scale_by_rmsprop(mu_dtype=formats.factored())
 
 
+@pytest.mark.slow
 def test_vmapped_sweep_over_traced_hyperparameters():
   fmt = formats.int8(min_size=0)
   params = {"w": jnp.zeros((4, 256))}
@@ -373,6 +376,7 @@ def test_apply_if_finite_skips_a_nan_step_with_int8_state():
   assert int(skipped.notfinite_count) == 1
 
 
+@pytest.mark.slow
 def test_orbax_round_trip_and_a_clear_error_for_another_format(tmp_path):
   ocp = pytest.importorskip("orbax.checkpoint")
   params = {"w": jnp.zeros((8, 256)), "b": jnp.zeros(3)}

@@ -14,14 +14,19 @@ import pytest
 
 from rmsprop_jax import compat, formats
 
-bnb = pytest.importorskip("bitsandbytes")
-torch = pytest.importorskip("torch")
-
 # Left out of `make test-fast`: 50 steps of bitsandbytes' CPU optimizer on up to 4.2M entries.
 pytestmark = pytest.mark.slow
 
 
-def test_dynamic_map_is_bitsandbytes_signed_map():
+@pytest.fixture(scope="module")
+def bnb():
+  # Imported when a test runs, not at collection: bitsandbytes takes seconds to import, and
+  # every pytest-xdist worker collects this module (test-fast deselects it).
+  pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[test]')")
+  return pytest.importorskip("bitsandbytes")
+
+
+def test_dynamic_map_is_bitsandbytes_signed_map(bnb):
   # bitsandbytes builds it with torch.linspace, whose vectorised float32 steps depend on the
   # CPU's vector width: equal to an ulp (42 of 256 values differ by one ulp on AVX2).
   expected = bnb.functional.create_dynamic_map(signed=True).numpy()
@@ -29,7 +34,9 @@ def test_dynamic_map_is_bitsandbytes_signed_map():
 
 
 @pytest.mark.parametrize("columns", [32, 1024, 4097])
-def test_rmsprop8bit_matches_bitsandbytes(columns):
+def test_rmsprop8bit_matches_bitsandbytes(bnb, columns):
+  import torch
+
   generator = torch.Generator().manual_seed(columns)
   shape = (1024, columns)
   p0 = torch.randn(shape, generator=generator) * 0.1
