@@ -42,9 +42,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # The property tests (tests/rmsprop_jax/test_core_reference.py) compile one program per example:
 # 25 examples in `make test`, 8 in the fast lane (`make test-fast` passes
 # --hypothesis-profile=fast).
-_PROPERTY_SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("suite", max_examples=25, **_PROPERTY_SETTINGS)
-settings.register_profile("fast", max_examples=8, **_PROPERTY_SETTINGS)
+_PROPERTY_SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("suite", _PROPERTY_SETTINGS, max_examples=25)
+settings.register_profile("fast", _PROPERTY_SETTINGS, max_examples=8)
 settings.load_profile("suite")
 
 

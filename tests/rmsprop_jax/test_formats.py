@@ -69,14 +69,15 @@ def test_init_of_a_constant_stores_what_the_encoder_makes_of_it():
   # init writes a constant's codes and scales directly (no float32 copy, no lookups); they must
   # be the encoder's bits: padded rows, grouped short rows, a vector, leading axes, both roles.
   shapes = {"padded": (3, 300), "grouped": (2, 21, 40), "vector": (5000,)}
-  fills = {"nu": [0.0, 1.0, 3e-30, 7.25], "signed": [0.0, 1.0, -0.5, 3e-30, -7.25]}
+  fills: dict[formats.Role, list[float]] = {
+      "nu": [0.0, 1.0, 3e-30, 7.25], "signed": [0.0, 1.0, -0.5, 3e-30, -7.25]}
   for fmt in (formats.int8(min_size=0), formats.bitsandbytes_int8(min_size=0)):
     for role, role_fills in fills.items():
       encode = (functools.partial(fmt._encode, role=role, u=None)
                 if isinstance(fmt, formats.Int8Format) else fmt._encode)
       # The reference: the encoder applied to full arrays, all fills at once.
       want = jax.jit(jax.vmap(functools.partial(jax.tree.map, encode)))(
-          {k: np.multiply.outer(np.float32(role_fills), np.ones(shape, np.float32))
+          {k: np.multiply.outer(np.array(role_fills, np.float32), np.ones(shape, np.float32))
            for k, shape in shapes.items()})
       want = jax.tree.map(np.asarray, want)
       for k, shape in shapes.items():
