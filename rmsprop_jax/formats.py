@@ -562,7 +562,7 @@ def _shard_shape(leaf: Any) -> tuple[int, ...] | None:
 
 
 def _constant_fill(fill: Any) -> np.float32 | None:
-  """``fill`` as a float32 constant whose blocks :meth:`Int8Format.init` may write directly.
+  """``fill`` as a float32 constant whose codes and scales ``init`` may write directly.
 
   ``None`` for what must go through the encoder: a traced value, a non-finite one, or a
   subnormal one (XLA:CPU flushes those to zero inside the encoder).
@@ -576,8 +576,10 @@ def _constant_fill(fill: Any) -> np.float32 | None:
 
 
 def _constant_scales(blocks: _Blocks, leaf: Any, scale: np.float32) -> jax.Array:
-  """``blocks.scales`` of a leaf of ``scale`` everywhere, placed as the encoder places them."""
-  return blocks.scales(blocks.split(jnp.full_like(leaf, scale, dtype=jnp.float32)))
+  """``blocks.scales`` of ``scale`` everywhere in ``leaf`` (in ``blocks``' shape, as the encoder
+  sees it: the leaf's own, or flattened for bitsandbytes), placed as the encoder places them."""
+  filled = jnp.full_like(leaf, scale, dtype=jnp.float32).reshape(blocks.shape)
+  return blocks.scales(blocks.split(filled))
 
 
 def _take(table: jax.Array, index: jax.Array) -> jax.Array:
@@ -863,8 +865,7 @@ class BitsandbytesInt8Format(Format):
     upper = int(np.clip(np.searchsorted(table, target, side="left"), 1, 255))
     nearer_upper = (table[upper] - target) < (target - table[upper - 1])
     code = 0 if constant == 0 else (upper if nearer_upper else upper - 1)
-    scales = _constant_scales(self._blocks((math.prod(np.shape(leaf)),)), leaf.reshape(-1),
-                              abs(constant))
+    scales = _constant_scales(self._blocks(np.shape(leaf)), leaf, abs(constant))
     return BitsandbytesInt8Leaf(bnb_codes=jnp.full_like(leaf, code, dtype=jnp.uint8),
                                 bnb_absmax=scales)
 
