@@ -609,52 +609,108 @@ def _count_below(table: jax.Array, x: jax.Array) -> jax.Array:
   return jnp.where(table[size - 1] < x, size, index)
 
 
-def _log_map(codes: int, decades: float) -> np.ndarray:
-  r"""``codes + 1`` values: 0, then :math:`10^{-D (n-i)/(n-1)}`, :math:`i = 1..n` (ending at 1)."""
-  i = np.arange(1, codes + 1, dtype=np.float64)
-  return np.concatenate([[0.0], 10.0 ** (-decades * (codes - i) / (codes - 1))]).astype(np.float32)
+@dataclasses.dataclass(frozen=True)
+class FloatMap:
+  r"""The codes of :func:`int8`: little floats, so that decoding and encoding are bit operations.
 
+  Code :math:`c = 1..n` (``n = 2^b - 1``, ``b`` the magnitude's bits) is the float32 whose bit
+  pattern is :math:`(c + o) \ll s`: a float of ``mantissa_bits`` explicit mantissa bits, its
+  exponent below that of the largest code :math:`c = n`, which is exactly 1. Code 0 is exactly
+  0. With :math:`m` = ``mantissa_bits``,
 
-def _round_to_table(
-    magnitude: jax.Array, table: jax.Array, first: jax.Array, *, u: jax.Array | None,
-    zero_exact: bool,
-) -> jax.Array:
-  """Index into the sorted ``table`` (``table[0] == 0``) for ``magnitude`` in [0, 1].
+  .. math::
 
-  ``first`` is a first guess of the lower neighbour (from a logarithm), corrected by one
-  comparison each way. ``u`` (uniform in [0, 1)) rounds stochastically: up with probability
-  :math:`(x - t_{lo})/(t_{hi} - t_{lo})`, else to nearest. ``zero_exact``: only 0 maps to
-  code 0; a positive value below the smallest code rounds to it (never to 0).
+    \mathrm{value}(c) = 2^{\lfloor (c+1)/2^m \rfloor - 2^{b-m}}\,
+      \bigl(1 + ((c+1) \bmod 2^m)/2^m\bigr), \qquad c \ge 1,
+
+  so each octave below 1 holds :math:`2^m` codes, evenly spaced (relative spacing
+  :math:`2^{-m}` to :math:`2^{-m-1}`), down to :math:`2^{-16}(1 + 2^{1-m})` for both maps here.
+  ``nu``: 8 bits, 4 mantissa bits (16 codes per octave, 3.1-6.3 % apart, smallest
+  :math:`1.72\times 10^{-5}`); ``mu`` and the momentum buffer: a sign bit and 7 bits, 3
+  mantissa bits (8 per octave, 6.3-12.5 %, smallest :math:`1.91\times 10^{-5}`).
+
+  Decoding is an integer add, a shift and a bitcast; encoding rounds the float32 pattern of
+  :math:`x \in [0, 1]` at bit :math:`s` (adding half a code's width, or :math:`s` random bits
+  for stochastic rounding: inside an octave the codes are evenly spaced, so the carry comes
+  with probability (dropped part) / (spacing), exactly), shifts and subtracts. No table, no
+  gather, no logarithm: each step of a leaf is elementwise work that XLA fuses with its
+  neighbours, and every CPU computes the same bits.
   """
-  last = table.shape[0] - 1
-  lo = jnp.clip(first, 0, last)
-  lo = jnp.where(_take(table, lo) > magnitude, lo - 1, lo)
-  lo = jnp.clip(lo, 0, last)
-  lo = jnp.where((lo < last) & (_take(table, jnp.minimum(lo + 1, last)) <= magnitude), lo + 1, lo)
-  hi = jnp.minimum(lo + 1, last)
-  below, above = _take(table, lo), _take(table, hi)
-  if u is None:
-    up = (magnitude - below) >= (above - magnitude)
-  else:
-    up = u * (above - below) < (magnitude - below)
-  index = jnp.where(up & (hi > lo), hi, lo)
-  if zero_exact:
-    index = jnp.where((magnitude > 0) & (index == 0), 1, index)
-  return index
+
+  magnitude_bits: int
+  mantissa_bits: int
+
+  @property
+  def last(self) -> int:
+    """The largest code (value 1)."""
+    return 2**self.magnitude_bits - 1
+
+  @property
+  def shift(self) -> int:
+    return 23 - self.mantissa_bits
+
+  @property
+  def offset(self) -> int:
+    return (127 << self.mantissa_bits) - self.last
+
+  @property
+  def smallest(self) -> np.float32:
+    """The value of code 1, the smallest positive value."""
+    return np.uint32((1 + self.offset) << self.shift).view(np.float32)
+
+  def values(self) -> np.ndarray:
+    """Every code's value, ``values()[c]`` for ``c = 0..last`` (float32, ascending)."""
+    codes = np.arange(self.last + 1, dtype=np.uint32)
+    values = ((codes + np.uint32(self.offset)) << np.uint32(self.shift)).view(np.float32)
+    return np.where(codes == 0, np.float32(0), values)
+
+  def decode(self, codes: jax.Array) -> jax.Array:
+    """The values of non-negative integer ``codes`` (float32)."""
+    pattern = (codes.astype(jnp.uint32) + jnp.uint32(self.offset)) << jnp.uint32(self.shift)
+    values = jax.lax.bitcast_convert_type(pattern, jnp.float32)
+    return jnp.where(codes == 0, jnp.float32(0), values)
+
+  def encode(self, magnitude: jax.Array, bits: jax.Array | None, *, zero_exact: bool) -> jax.Array:
+    """The code (int32) of each float32 ``magnitude`` in [0, 1].
+
+    ``bits`` (uniform ``uint32``) round stochastically, else to nearest (ties up). Below the
+    smallest code :math:`v_1` the neighbours are 0 and :math:`v_1`: up with probability
+    :math:`x / v_1` (or from :math:`v_1 / 2` on). ``zero_exact`` (``nu``): only 0 is code 0; a
+    positive value below :math:`v_1` takes code 1.
+    """
+    pattern = jax.lax.bitcast_convert_type(magnitude, jnp.uint32)
+    if bits is None:
+      carry = jnp.uint32(1 << (self.shift - 1))
+      low_up = magnitude >= jnp.float32(self.smallest / 2)
+    else:
+      carry = bits >> jnp.uint32(32 - self.shift)
+      low_up = _uniform(bits) * jnp.float32(self.smallest) < magnitude
+    rounded = ((pattern + carry) >> jnp.uint32(self.shift)).astype(jnp.int32) - self.offset
+    low = (magnitude > 0) if zero_exact else low_up
+    codes = jnp.where(magnitude < jnp.float32(self.smallest), low.astype(jnp.int32), rounded)
+    return jnp.clip(codes, 0, self.last)
+
+
+NU_MAP = FloatMap(magnitude_bits=8, mantissa_bits=4)
+"""``nu``'s map in :func:`int8`: 255 positive codes, 16 per octave, and 0."""
+SIGNED_MAP = FloatMap(magnitude_bits=7, mantissa_bits=3)
+"""The magnitude map of ``mu`` and the momentum buffer in :func:`int8` (the code's sign apart)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Int8Format(Format):
   r"""Block-wise 8-bit state: a code per entry and a float32 scale (the absmax) per block.
 
-  ``nu`` (:math:`\ge 0`) uses an unsigned logarithmic map of 256 codes: code 0 is exactly 0 and
-  codes :math:`i = 1..255` are :math:`s\,10^{-D(255-i)/254}` with :math:`s` the block's largest
-  value and :math:`D` = ``decades`` (relative spacing :math:`10^{D/254} - 1`, 4.6 % for
-  :math:`D = 5`). Only 0 maps to code 0: a positive value below the smallest code rounds up to
-  it, so :math:`g/(\sqrt{\nu}+\epsilon)` can never see a :math:`\nu` rounded to 0 (the
-  zero-point problem of Li et al., 2023). ``mu`` and the momentum buffer use the signed map:
-  int8 codes :math:`k = -127..127`, :math:`\mathrm{sign}(k)\,s\,10^{-D(127-|k|)/126}`, 0 for
-  :math:`k = 0` (there rounding to 0 is unbiased and harmless).
+  Each entry stores its value divided by its block's largest magnitude :math:`s` (the scale),
+  as a code of a :class:`FloatMap`. ``nu`` (:math:`\ge 0`) uses 256 unsigned codes
+  (:data:`NU_MAP`): code 0 is exactly 0, codes 1..255 little floats with 4 mantissa bits
+  from :math:`1.72\times 10^{-5}\,s` to :math:`s` (16 per octave, 3.1 to 6.3 % apart, 4.8
+  decades). Only 0 maps to code 0: a positive value below the smallest code rounds up to it,
+  so :math:`g/(\sqrt{\nu}+\epsilon)` can never see a :math:`\nu` rounded to 0 (the zero-point
+  problem of Li et al., 2023). ``mu`` and the momentum buffer use int8 codes :math:`k =
+  -127..127`: the sign of :math:`k` and :data:`SIGNED_MAP` of :math:`|k|` (3 mantissa bits, 8
+  per octave); there rounding to 0 is unbiased and harmless. The block's largest entry is
+  stored exactly (its code is 1, or -1, times :math:`s`).
 
   Blocks run along the last axis: rows of at least ``block_size`` entries are cut into blocks
   of ``block_size``, shorter rows (of one index of the leading axes) grouped so that a block
@@ -675,15 +731,12 @@ class Int8Format(Format):
   min_size: int = 4096
   rounding: str = "stochastic"
   seed: int = 0
-  decades: float = 5.0
 
   def __post_init__(self):
     _check_positive_int("block_size", self.block_size)
     _check_positive_int("min_size", self.min_size, minimum=0)
     _check_rounding(self.rounding)
     _check_seed(self.seed)
-    if not (isinstance(self.decades, (int, float)) and 0 < self.decades <= 30):
-      raise ValueError(f"decades must be a number in (0, 30], got {self.decades!r}.")
 
   @property
   def stochastic(self) -> bool:  # type: ignore[override]
@@ -701,8 +754,10 @@ class Int8Format(Format):
   def stored_kind(self, shape, *, role):
     return "Int8Leaf" if self._quantized_shape(shape) else "array"
 
-  def _table(self, role: Role) -> np.ndarray:
-    return _log_map(255 if role == "nu" else 127, self.decades)
+  @staticmethod
+  def code_map(role: Role) -> FloatMap:
+    """The map of ``nu``'s codes, or of the magnitude of ``mu``'s and the momentum buffer's."""
+    return NU_MAP if role == "nu" else SIGNED_MAP
 
   def init(self, leaf, fill, *, role, path):
     if not self._quantized(leaf):
@@ -717,29 +772,27 @@ class Int8Format(Format):
     constant = _constant_fill(fill)
     if constant is not None:
       # Every block of a constant c has scale |c| and every entry the code of sign(c) * 1 (the
-      # map's last entry is exactly 1), or code 0 and scale 0 for c = 0: what _encode computes,
-      # without a float32 copy of the leaf or a lookup per entry (test_formats checks the bits).
-      last = self._table(role).shape[0] - 1
+      # map's last code is exactly 1), or code 0 and scale 0 for c = 0: what _encode computes,
+      # without a float32 copy of the leaf (test_formats checks the bits).
+      last = self.code_map(role).last
       code = 0 if constant == 0 else last if role == "nu" else last * int(np.sign(constant))
       codes = jnp.full_like(leaf, code, dtype=jnp.uint8 if role == "nu" else jnp.int8)
       return Int8Leaf(codes=codes, scales=_constant_scales(blocks, leaf, abs(constant)))
     real = jnp.finfo(compute_dtype(jnp.result_type(leaf))).dtype
     value = jnp.full_like(leaf, fill, dtype=real)
-    return self._encode(value, role=role, u=None)
+    return self._encode(value, role=role, bits=None)
 
-  def _encode(self, value: jax.Array, *, role: Role, u: jax.Array | None) -> Int8Leaf:
+  def _encode(self, value: jax.Array, *, role: Role, bits: jax.Array | None) -> Int8Leaf:
+    """Codes and scales of ``value``; ``bits`` (uniform ``uint32``, ``value``'s shape) round
+    stochastically, ``None`` to nearest."""
     blocks = self._blocks(value.shape)
     split = blocks.split(value.astype(jnp.float32))
     scales = blocks.scales(split)
     expanded = blocks.expand(scales)
     safe = jnp.where(expanded > 0, expanded, 1.0)
     magnitude = jnp.minimum(jnp.abs(split) / safe, 1.0)
-    table = jnp.asarray(self._table(role))
-    n = table.shape[0] - 1
-    log = jnp.log10(jnp.maximum(magnitude, 1e-38))
-    first = jnp.floor(n - (n - 1) * (-log) / self.decades).astype(jnp.int32)
-    u_split = None if u is None else blocks.split(u)
-    index = _round_to_table(magnitude, table, first, u=u_split, zero_exact=role == "nu")
+    bits_split = None if bits is None else blocks.split(bits)
+    index = self.code_map(role).encode(magnitude, bits_split, zero_exact=role == "nu")
     if role == "nu":
       codes = blocks.join(index.astype(jnp.uint8))
     else:
@@ -751,17 +804,16 @@ class Int8Format(Format):
       return DtypeFormat(None).accumulate(
           state, rule, role=role, key=key, leaf_index=leaf_index)
     value = rule.apply(self._decode(state, role).astype(rule.dtype))
-    u = None
+    bits = None
     if self.rounding == "stochastic":
       assert key is not None
-      u = _uniform(random_bits(key, leaf_index, value.shape))
-    return self._encode(value, role=role, u=u), value
+      bits = random_bits(key, leaf_index, value.shape)
+    return self._encode(value, role=role, bits=bits), value
 
   def _decode(self, state: Int8Leaf, role: Role) -> jax.Array:
     blocks = self._blocks(state.shape)
-    table = jnp.asarray(self._table(role))
     codes = state.codes.astype(jnp.int32)
-    magnitude = _take(table, jnp.abs(codes))
+    magnitude = self.code_map(role).decode(jnp.abs(codes))
     values = jnp.where(codes < 0, -magnitude, magnitude)
     split = blocks.split(values) * blocks.expand(state.scales)
     return blocks.join(split)
@@ -779,7 +831,6 @@ def int8(
     rounding: str = "stochastic",
     *,
     seed: int = 0,
-    decades: float = 5.0,
 ) -> Int8Format:
   """Block-wise 8-bit state, about 1.02 bytes per parameter (see :class:`Int8Format`).
 
@@ -788,9 +839,8 @@ def int8(
     min_size: leaves with fewer entries stay float32, as in bitsandbytes.
     rounding: ``"stochastic"`` (unbiased) or ``"nearest"``.
     seed: folded with the step count into the rounding's random bits.
-    decades: the map's range below the block's largest value, :math:`10^{-D}` to 1.
   """
-  return Int8Format(block_size, min_size, rounding, seed, decades)
+  return Int8Format(block_size, min_size, rounding, seed)
 
 
 def bitsandbytes_dynamic_map() -> np.ndarray:

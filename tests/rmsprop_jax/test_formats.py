@@ -20,9 +20,26 @@ from rmsprop_jax import formats, momentum_buffer, scale_by_rmsprop
 # ------------------------------------------------------------------ encode / decode vs NumPy
 
 
-def _numpy_log_map(codes, decades):
-  i = np.arange(1, codes + 1, dtype=np.float64)
-  return np.concatenate([[0.0], 10.0 ** (-decades * (codes - i) / (codes - 1))]).astype(np.float32)
+def _numpy_float_map(mantissa_bits):
+  """The int8 map from its formula: code c >= 1 is 2**(floor((c+1)/2**m) - 16) (1 + frac)."""
+  c = np.arange(2 ** (mantissa_bits + 4), dtype=np.float64)
+  exponent = np.floor((c + 1) / 2**mantissa_bits) - 16
+  fraction = ((c + 1) % 2**mantissa_bits) / 2**mantissa_bits
+  return np.where(c == 0, 0.0, 2.0**exponent * (1 + fraction)).astype(np.float32)
+
+
+def test_int8_maps_are_the_documented_floats():
+  for code_map, mantissa_bits in ((formats.NU_MAP, 4), (formats.SIGNED_MAP, 3)):
+    want = _numpy_float_map(mantissa_bits)
+    np.testing.assert_array_equal(code_map.values(), want)
+    assert want[-1] == 1.0 and want[0] == 0.0 and np.all(np.diff(want) > 0)
+    assert code_map.smallest == want[1]
+    codes = jnp.arange(code_map.last + 1)
+    np.testing.assert_array_equal(jax.jit(code_map.decode)(codes), want)
+    # Every code is its own nearest code (encoding a code's value gives it back).
+    np.testing.assert_array_equal(
+        jax.jit(lambda m, cm=code_map: cm.encode(m, None, zero_exact=True))(want), codes)
+  np.testing.assert_allclose(formats.NU_MAP.smallest, 2.0**-16 * 1.125)
 
 
 def _numpy_int8_nu(value, block_size):
@@ -31,7 +48,7 @@ def _numpy_int8_nu(value, block_size):
   blocks = value.reshape(rows, columns // block_size, block_size)
   scales = blocks.max(axis=2, keepdims=True)
   magnitude = blocks / np.where(scales > 0, scales, 1.0)
-  table = _numpy_log_map(255, 5.0)
+  table = _numpy_float_map(4)
   distance = np.abs(magnitude[..., None] - table)
   codes = np.argmin(distance, axis=-1)
   codes = np.where((magnitude > 0) & (codes == 0), 1, codes)
@@ -43,26 +60,28 @@ def test_int8_nu_encode_decode_matches_numpy():
   value = np.array(10.0 ** jax.random.uniform(jax.random.key(0), (8, 512), minval=-6, maxval=0))
   value[0, :7] = 0.0
   fmt = formats.int8(block_size=256, min_size=0, rounding="nearest")
-  leaf = fmt._encode(jnp.asarray(value), role="nu", u=None)
+  leaf = fmt._encode(jnp.asarray(value), role="nu", bits=None)
   codes, scales, decoded = _numpy_int8_nu(value, 256)
   np.testing.assert_array_equal(np.asarray(leaf.codes), codes)
   np.testing.assert_array_equal(np.asarray(leaf.scales), scales)
   np.testing.assert_allclose(np.asarray(fmt.decode(leaf, jnp.float32)), decoded, rtol=1e-6)
-  # The map's spacing bounds the error: half a relative step of 10**(5/254) - 1.
-  relative = np.abs(decoded / np.where(value > 0, value, 1) - 1)[value > 1e-5 * value.max()]
-  assert relative.max() < (10 ** (5 / 254) - 1) / 2 + 1e-6
+  # The map's spacing bounds the error: half a step of 1/16 of an octave's base (4 mantissa
+  # bits), above the smallest code (2**-16 * 1.125 of the block's largest value).
+  above = value > 2e-5 * value.max(axis=1, keepdims=True)
+  relative = np.abs(decoded / np.where(value > 0, value, 1) - 1)[above]
+  assert relative.max() <= 1 / 32 + 1e-6
 
 
 def test_int8_signed_round_trip_and_blocks_of_short_rows():
   value = jax.random.normal(jax.random.key(1), (300, 40))  # rows shorter than a block: grouped
   fmt = formats.int8(block_size=256, min_size=0, rounding="nearest")
-  leaf = fmt._encode(value, role="signed", u=None)
+  leaf = fmt._encode(value, role="signed", bits=None)
   assert leaf.codes.dtype == jnp.int8 and leaf.codes.shape == value.shape
   assert leaf.scales.shape == (-(-300 // 6), 1)  # 6 rows of 40 per block of <= 256
   decoded = np.asarray(fmt.decode(leaf, jnp.float32))
   np.testing.assert_array_equal(np.sign(decoded), np.sign(np.asarray(value)))
   big = np.abs(np.asarray(value)) > 1e-3
-  np.testing.assert_allclose(decoded[big], np.asarray(value)[big], rtol=(10 ** (5 / 126) - 1) / 2)
+  np.testing.assert_allclose(decoded[big], np.asarray(value)[big], rtol=1 / 16)  # 3 mantissa bits
 
 
 def test_init_of_a_constant_stores_what_the_encoder_makes_of_it():
@@ -73,7 +92,7 @@ def test_init_of_a_constant_stores_what_the_encoder_makes_of_it():
       "nu": [0.0, 1.0, 3e-30, 7.25], "signed": [0.0, 1.0, -0.5, 3e-30, -7.25]}
   for fmt in (formats.int8(min_size=0), formats.bitsandbytes_int8(min_size=0)):
     for role, role_fills in fills.items():
-      encode = (functools.partial(fmt._encode, role=role, u=None)
+      encode = (functools.partial(fmt._encode, role=role, bits=None)
                 if isinstance(fmt, formats.Int8Format) else fmt._encode)
       # The reference: the encoder applied to full arrays, all fills at once.
       want = jax.jit(jax.vmap(functools.partial(jax.tree.map, encode)))(
@@ -141,13 +160,35 @@ def test_stochastic_int8_is_unbiased():
   fmt = formats.int8(min_size=0)
 
   def draw(t):
-    u = formats._uniform(formats.random_bits(formats.step_key(0, t, 0), 0, value.shape))
-    return fmt.decode(fmt._encode(value, role="nu", u=u), jnp.float32)
+    bits = formats.random_bits(formats.step_key(0, t, 0), 0, value.shape)
+    return fmt.decode(fmt._encode(value, role="nu", bits=bits), jnp.float32)
 
   draws = jax.jit(jax.vmap(draw))(jnp.arange(200, dtype=jnp.int32))  # steps 0..199
   ratio = np.asarray(draws.mean(axis=0) / value)
   assert abs(float(np.mean(ratio)) - 1) < 2e-3
   assert np.max(np.abs(ratio - 1)) < 0.02
+
+
+def test_stochastic_int8_signed_is_unbiased_down_to_zero():
+  # Signed values over four decades with both signs, and a block of values below the smallest
+  # code (rounded to 0 or to it, with the probability that makes the mean right).
+  magnitude = 10.0 ** jax.random.uniform(jax.random.key(14), (1, 4096), minval=-4, maxval=0)
+  sign = jnp.where(jax.random.bernoulli(jax.random.key(15), shape=(1, 4096)), 1.0, -1.0)
+  tiny = float(formats.SIGNED_MAP.smallest) / 4
+  value = jnp.concatenate([magnitude * sign, jnp.full((1, 256), tiny).at[0, 0].set(1.0)], axis=1)
+  fmt = formats.int8(min_size=0)
+
+  def draw(t):
+    bits = formats.random_bits(formats.step_key(0, t, 1), 0, value.shape)
+    return fmt.decode(fmt._encode(value, role="signed", bits=bits), jnp.float32)
+
+  draws = np.asarray(jax.jit(jax.vmap(draw))(jnp.arange(200, dtype=jnp.int32)))
+  ratio = draws[:, :, :4096].mean(axis=0) / np.asarray(value[:, :4096])
+  assert abs(float(np.mean(ratio)) - 1) < 2e-3
+  assert np.max(np.abs(ratio - 1)) < 0.03
+  low = draws[:, 0, 4097:]
+  assert set(np.unique(low)) <= {0.0, float(formats.SIGNED_MAP.smallest)}
+  assert abs(float(low.mean()) / tiny - 1) < 0.05  # 51,000 draws of P = 1/4
 
 
 @pytest.mark.parametrize(
@@ -222,7 +263,7 @@ def test_steady_gradient_does_not_stall(decay):
 
 def test_int8_nu_keeps_zero_exact_and_small_values_positive():
   fmt = formats.int8(min_size=0, rounding="nearest")
-  round_trip = jax.jit(lambda value: fmt.decode(fmt._encode(value, role="nu", u=None), jnp.float32))
+  round_trip = jax.jit(lambda value: fmt.decode(fmt._encode(value, role="nu", bits=None), jnp.float32))
   value = np.zeros((1, 256), np.float32)
   value[0, :3] = 1.0, 1e-30, 1e-7
   decoded = np.asarray(round_trip(value))
