@@ -68,6 +68,18 @@ class MovingAverage(NamedTuple):
     """:math:`a_t` from :math:`a_{t-1}` = ``old``."""
     return old + (1.0 - self.decay) * (self.target - old)
 
+  @property
+  def input(self) -> jax.Array:
+    """What the step mixes in: :math:`x_t`."""
+    return self.target
+
+  def bound(self, old: jax.Array, new: jax.Array) -> jax.Array:
+    r"""An upper bound of :math:`|a_t|` from :math:`A` = ``old`` :math:`\ge |a_{t-1}|` and
+    :math:`X` = ``new`` :math:`\ge |x_t|`: :math:`\rho A + (1-\rho) X` (for :math:`0 \le
+    \rho \le 1`), computed as :meth:`apply` computes (one product feeding one sum, so one way
+    to fuse it: the same bits in every program)."""
+    return MovingAverage(self.decay, new).apply(old)
+
   def map(self, fn: Callable[[jax.Array], jax.Array]) -> MovingAverage:
     """The same step on ``fn`` of the inputs, for a linear ``fn`` (a mean over an axis)."""
     return MovingAverage(self.decay, fn(self.target))
@@ -107,6 +119,15 @@ class Affine(NamedTuple):
   def apply(self, old: jax.Array) -> jax.Array:
     """:math:`a_t` from :math:`a_{t-1}` = ``old``."""
     return self.increment + self.scale * old
+
+  @property
+  def input(self) -> jax.Array:
+    """What the step adds: :math:`u_t`."""
+    return self.increment
+
+  def bound(self, old: jax.Array, new: jax.Array) -> jax.Array:
+    r""":math:`|eta|\,A + U \ge |a_t|` for :math:`|a_{t-1}| \le A` and :math:`|u_t| \le U`."""
+    return jnp.abs(self.scale) * old + new
 
   def map(self, fn: Callable[[jax.Array], jax.Array]) -> Affine:
     """The same step on ``fn`` of the inputs, for a linear ``fn`` (a mean over an axis)."""
@@ -507,8 +528,12 @@ class _Blocks:
   def scales(self, blocks: jax.Array) -> jax.Array:
     """Each block's largest absolute value: ``lead + (rows, column_blocks)`` (for grouped
     rows ``lead + (row_blocks, 1)``, for a vector ``(column_blocks,)``)."""
-    scales = jnp.max(jnp.abs(blocks), axis=-1)
-    return jnp.max(scales, axis=-1, keepdims=True) if self.grouped else scales
+    return self.reduce(jnp.abs(blocks), jnp.max)
+
+  def reduce(self, blocks: jax.Array, fn: Callable[..., jax.Array]) -> jax.Array:
+    """``fn`` (a reduction such as ``jnp.max``) over each block, in the scales' shape."""
+    reduced = fn(blocks, axis=-1)
+    return fn(reduced, axis=-1, keepdims=True) if self.grouped else reduced
 
   def expand(self, scales: jax.Array) -> jax.Array:
     """``scales`` broadcastable against the blocked view."""
@@ -782,12 +807,14 @@ class Int8Format(Format):
     value = jnp.full_like(leaf, fill, dtype=real)
     return self._encode(value, role=role, bits=None)
 
-  def _encode(self, value: jax.Array, *, role: Role, bits: jax.Array | None) -> Int8Leaf:
+  def _encode(self, value: jax.Array, *, role: Role, bits: jax.Array | None,
+              scales: jax.Array | None = None) -> Int8Leaf:
     """Codes and scales of ``value``; ``bits`` (uniform ``uint32``, ``value``'s shape) round
-    stochastically, ``None`` to nearest."""
+    stochastically, ``None`` to nearest. ``scales``: the blocks' absmax of ``value`` if known."""
     blocks = self._blocks(value.shape)
     split = blocks.split(value.astype(jnp.float32))
-    scales = blocks.scales(split)
+    if scales is None:
+      scales = blocks.scales(split)
     expanded = blocks.expand(scales)
     safe = jnp.where(expanded > 0, expanded, 1.0)
     magnitude = jnp.minimum(jnp.abs(split) / safe, 1.0)
@@ -804,11 +831,25 @@ class Int8Format(Format):
       return DtypeFormat(None).accumulate(
           state, rule, role=role, key=key, leaf_index=leaf_index)
     value = rule.apply(self._decode(state, role).astype(rule.dtype))
+    blocks = self._blocks(state.shape)
+    scales = rule.bound(self._largest(state, role), blocks.scales(blocks.split(rule.refreshed().input)))
     bits = None
     if self.rounding == "stochastic":
       assert key is not None
       bits = random_bits(key, leaf_index, value.shape)
-    return self._encode(value, role=role, bits=bits), value
+    return self._encode(value, role=role, bits=bits, scales=scales), value
+
+  def _largest(self, state: Int8Leaf, role: Role) -> jax.Array:
+    """Each block's largest stored magnitude (the value of its largest code), like the scales.
+
+    A reduction of the codes alone (no decoding per entry): the map is increasing.
+    """
+    blocks = self._blocks(state.shape)
+    codes = blocks.split(state.codes)
+    top = blocks.reduce(codes, jnp.max).astype(jnp.int32)
+    if role != "nu":
+      top = jnp.maximum(top, -blocks.reduce(codes, jnp.min).astype(jnp.int32))
+    return self.code_map(role).decode(top) * state.scales
 
   def _decode(self, state: Int8Leaf, role: Role) -> jax.Array:
     blocks = self._blocks(state.shape)
