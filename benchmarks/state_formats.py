@@ -63,7 +63,7 @@ FORMATS: dict[str, Any] = {
 LIVE_BITSANDBYTES = "bitsandbytes RMSprop8bit (live)"
 LIVE_TORCH = "torch.optim.RMSprop float32 (control)"
 STREAMS = ("iid", "rank1")
-PROGRAMS = ("cnn_2c2d", "transformer")
+PROGRAMS = ("cnn_2c2d", "transformer", "transformer_update")
 
 SCHEMA = ConfigSchema(
     job="benchmarks.state_formats",
@@ -316,6 +316,25 @@ def tree_program(optimizer: optax.GradientTransformation, shapes: Mapping[str, t
   return jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state).compile(), params
 
 
+def update_program(optimizer: optax.GradientTransformation, shapes: Mapping[str, tuple[int, ...]]):
+  """The optimizer's step alone on an abstract tree: gradients in, update, apply; donated.
+
+  The gradients are an argument, as a model's backward pass leaves them (written out by its
+  matrix products), so the temporaries are the optimizer's own. In :func:`tree_program`'s
+  quadratic loss the gradient is the parameter itself (:math:`\partial_x \tfrac12 x^2 = x`):
+  a format whose encoding reads the gradient in a pass of its own (the 8-bit formats') then
+  needs a copy of the donated parameters, which the update overwrites in place.
+  """
+  params = {name: jax.ShapeDtypeStruct(shape, jnp.float32) for name, shape in shapes.items()}
+  opt_state = jax.eval_shape(optimizer.init, params)
+
+  def step(params, opt_state, grads):
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  return jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state, params).compile(), params
+
+
 def run_memory(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Per program: parameter count and per optimizer its state bytes and compiled memory."""
   results: dict[str, Any] = {}
@@ -326,8 +345,10 @@ def run_memory(config: ml_collections.ConfigDict) -> dict[str, Any]:
       start = time.perf_counter()
       if program == "cnn_2c2d":
         compiled, params = cnn_program(optimizer, config.cnn_batch_size)
-      else:
+      elif program == "transformer":
         compiled, params = tree_program(optimizer, transformer_shapes(**config.transformer))
+      else:
+        compiled, params = update_program(optimizer, transformer_shapes(**config.transformer))
       num_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
       state = jax.eval_shape(optimizer.init, params)
       entries[name] = {"state_bytes": formats.state_nbytes(state), **_analysis(compiled),

@@ -734,8 +734,21 @@ class Int8Format(Format):
   so :math:`g/(\sqrt{\nu}+\epsilon)` can never see a :math:`\nu` rounded to 0 (the zero-point
   problem of Li et al., 2023). ``mu`` and the momentum buffer use int8 codes :math:`k =
   -127..127`: the sign of :math:`k` and :data:`SIGNED_MAP` of :math:`|k|` (3 mantissa bits, 8
-  per octave); there rounding to 0 is unbiased and harmless. The block's largest entry is
-  stored exactly (its code is 1, or -1, times :math:`s`).
+  per octave); there rounding to 0 is unbiased and harmless.
+
+  The scale: when a state is made (:meth:`init`, or an encoding of a given array) it is the
+  block's largest magnitude, stored exactly. After a step it is a bound on it computed from
+  the step's inputs: :math:`s_t = \rho A + (1-\rho) X` for the moving averages, with
+  :math:`A` the block's largest stored magnitude before the step (the value of its largest
+  code) and :math:`X = \max |x_t|` over the block, and :math:`|\beta| A + \max |u_t|` for
+  the momentum buffer (:meth:`MovingAverage.bound`, :meth:`Affine.bound`). The maximum of the
+  new values themselves would need them written out first (XLA:CPU does not fuse the decoding
+  into a reduction): a float32 copy of the leaf, which is what the format exists to avoid.
+  The codes' relative spacing does not depend on where in the map a value falls, so a loose
+  bound costs range at the bottom only (below :math:`1.72\times 10^{-5}\,s_t`), not
+  precision. For :math:`\nu` (non-negative) the bound is at most twice the block's largest
+  value, and each step starts again from the stored maximum, so it never drifts; for signed
+  values it is looser in a step where an entry's old value and its input cancel.
 
   Blocks run along the last axis: rows of at least ``block_size`` entries are cut into blocks
   of ``block_size``, shorter rows (of one index of the leading axes) grouped so that a block

@@ -35,8 +35,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.include_torch = True
   # Memory: bytes per parameter of the state and the compiled train step's memory. "cnn_2c2d":
   # DeepOBS's 2c2d on 28x28x1 (batch cnn_batch_size, the experiments' train step);
-  # "transformer": a GPT-2-shaped tree (quadratic loss), compiled without running.
-  config.memory_programs = ("cnn_2c2d", "transformer")
+  # "transformer": a GPT-2-shaped tree (quadratic loss), compiled without running;
+  # "transformer_update": the optimizer's step alone on that tree, gradients an argument.
+  config.memory_programs = ("cnn_2c2d", "transformer", "transformer_update")
   config.cnn_batch_size = 128
   config.transformer = ml_collections.ConfigDict(
       {"layers": 12, "width": 768, "mlp": 3072, "vocab": 32768, "positions": 1024})
@@ -48,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.decays = (0.9, 0.999)
     config.streams = ("iid",)
     config.formats = ("float32", "bfloat16 stochastic", "int8 stochastic", "bitsandbytes_int8")
-    config.memory_programs = ("transformer",)
+    config.memory_programs = ("transformer", "transformer_update")
     config.transformer = ml_collections.ConfigDict(
         {"layers": 1, "width": 64, "mlp": 256, "vocab": 512, "positions": 64})
   elif arg:
