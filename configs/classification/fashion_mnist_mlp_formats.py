@@ -10,6 +10,9 @@ bitsandbytes' 8-bit scheme. Results: docs/memory/fashion_formats.md.
 
   python -m experiments.classification.compare --config \\
     configs/classification/fashion_mnist_mlp_formats.py
+  # only some formats beside the float32 reference, e.g. after a change of int8:
+  python -m experiments.classification.compare --config \\
+    configs/classification/fashion_mnist_mlp_formats.py:float32,int8
 """
 
 import ml_collections
@@ -27,14 +30,28 @@ FORMATS = {
 }
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """The Fashion-MNIST MLP with RMSprop in each state format."""
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The Fashion-MNIST MLP with RMSprop in each state format.
+
+  Args:
+    arg: optional comma-separated formats to run (``...formats.py:float32,int8``, to rerun the
+      formats a change touched beside the reference); all of ``FORMATS`` by default.
+  """
   config = fashion_mnist_mlp.get_config()
   config.name = "fashion_mnist_mlp_formats"
   rmsprop = dict(config.optimizers.rmsprop)
+  chosen = FORMATS
+  if arg:
+    wanted = arg.split(",")
+    known = list(FORMATS.values())
+    unknown = [name for name in wanted if name not in known]
+    if unknown or "float32" not in wanted:
+      raise ValueError(f"get_config's arg names formats of {known}, float32 among them (the "
+                       f"reference); got {arg!r}.")
+    chosen = {name: fmt for name, fmt in FORMATS.items() if fmt in wanted}
   config.optimizers = ml_collections.ConfigDict({
       name: {"kind": "rmsprop", **rmsprop, "accumulator_format": state_format}
-      for name, state_format in FORMATS.items()
+      for name, state_format in chosen.items()
   })
   config.optimizer = "rmsprop_float32"
   return config
