@@ -317,7 +317,7 @@ def tree_program(optimizer: optax.GradientTransformation, shapes: Mapping[str, t
 
 
 def update_program(optimizer: optax.GradientTransformation, shapes: Mapping[str, tuple[int, ...]]):
-  """The optimizer's step alone on an abstract tree: gradients in, update, apply; donated.
+  r"""The optimizer's step alone on an abstract tree: gradients in, update, apply; donated.
 
   The gradients are an argument, as a model's backward pass leaves them (written out by its
   matrix products), so the temporaries are the optimizer's own. In :func:`tree_program`'s

@@ -623,8 +623,11 @@ def _count_below(table: jax.Array, x: jax.Array) -> jax.Array:
   entry, so it runs shard by shard; ``jnp.searchsorted`` has no sharding rule for this)."""
   size = table.shape[0]
   assert size & (size - 1) == 0, size
-  index = jnp.zeros(x.shape, jnp.int32)
+  # The first probe is one scalar for every entry (a lookup at a constant index array would
+  # be constant-folded by XLA into a gather as large as x, at compile time).
   step = size // 2
+  index = jnp.where(table[step - 1] < x, step, 0).astype(jnp.int32)
+  step //= 2
   while step:
     candidate = index + step
     index = jnp.where(_take(table, candidate - 1) < x, candidate, index)
