@@ -278,7 +278,8 @@ def scale_by_rmsprop(
         wide = g.astype(compute_dtype(g.dtype))
         # `recompute`: value_fn on a copy CSE cannot merge (formats.MovingAverage.refreshed).
         rule = formats.MovingAverage(
-            rho, value_fn(wide), lambda: value_fn(jax.lax.optimization_barrier(wide)))
+            rho, value_fn(wide), lambda: value_fn(jax.lax.optimization_barrier(wide)),
+            source=wide, of_source=value_fn)
         return fmt.accumulate(stored, rule, role=role, key=key, leaf_index=leaf_index)
       return step
 
