@@ -107,6 +107,36 @@ def test_init_of_a_constant_stores_what_the_encoder_makes_of_it():
                                       strict=True)
 
 
+def test_int8_scales_bound_each_block_after_a_step():
+  # After a step a block's scale is rho * A + (1 - rho) * max|x| (A its largest stored value):
+  # never below the block's largest new value, and for nu at most twice it. The largest |x|
+  # comes from the gradient's max and min, squared: the same value as the max of the squares.
+  fmt = formats.int8(min_size=0, rounding="nearest")
+  key = jax.random.key(20)
+  grads = [jax.random.normal(jax.random.fold_in(key, t), (8, 512)) * (1 + 30.0 * (t == 2))
+           for t in range(5)]
+  for role, target in (("nu", lambda g: g * g), ("signed", lambda g: g)):
+    state = fmt.init(jnp.zeros((8, 512)), 0.0, role=role, path="['w']")
+    blocks = fmt._blocks((8, 512))
+    reduce = lambda x, fn: blocks.reduce(blocks.split(x), fn)
+
+    def step(state, g, role=role, target=target):
+      rule = formats.MovingAverage(jnp.float32(0.9), target(g), source=g, of_source=target)
+      return fmt.accumulate(state, rule, role=role, key=None, leaf_index=0), (
+          rule.input_absmax(reduce), reduce(jnp.abs(target(g)), jnp.max))
+
+    for g in grads:
+      (state, value), (from_source, from_target) = jax.jit(step)(state, g)
+      np.testing.assert_array_equal(from_source, from_target)
+      largest = np.abs(np.asarray(value)).reshape(8, 2, 256).max(axis=-1)
+      scales = np.asarray(state.scales)
+      assert np.all(scales >= largest * (1 - 1e-6)), role
+      if role == "nu":
+        assert np.all(scales <= 2 * largest * (1 + 1e-6))
+      decoded = np.abs(np.asarray(fmt.decode(state, jnp.float32))).reshape(8, 2, 256)
+      assert np.all(decoded.max(axis=-1) <= scales)
+
+
 def test_bfloat16_nearest_matches_numpy_cast():
   value = jax.random.normal(jax.random.key(2), (4096,)) * 1e3
   fmt = formats.bfloat16("nearest")
