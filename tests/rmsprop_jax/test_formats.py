@@ -115,10 +115,13 @@ def test_int8_scales_bound_each_block_after_a_step():
   key = jax.random.key(20)
   grads = [jax.random.normal(jax.random.fold_in(key, t), (8, 512)) * (1 + 30.0 * (t == 2))
            for t in range(5)]
+  blocks = fmt._blocks((8, 512))
+
+  def reduce(x, fn):
+    return blocks.reduce(blocks.split(x), fn)
+
   for role, target in (("nu", lambda g: g * g), ("signed", lambda g: g)):
     state = fmt.init(jnp.zeros((8, 512)), 0.0, role=role, path="['w']")
-    blocks = fmt._blocks((8, 512))
-    reduce = lambda x, fn: blocks.reduce(blocks.split(x), fn)
 
     def step(state, g, role=role, target=target):
       rule = formats.MovingAverage(jnp.float32(0.9), target(g), source=g, of_source=target)
@@ -293,7 +296,8 @@ def test_steady_gradient_does_not_stall(decay):
 
 def test_int8_nu_keeps_zero_exact_and_small_values_positive():
   fmt = formats.int8(min_size=0, rounding="nearest")
-  round_trip = jax.jit(lambda value: fmt.decode(fmt._encode(value, role="nu", bits=None), jnp.float32))
+  round_trip = jax.jit(
+      lambda value: fmt.decode(fmt._encode(value, role="nu", bits=None), jnp.float32))
   value = np.zeros((1, 256), np.float32)
   value[0, :3] = 1.0, 1e-30, 1e-7
   decoded = np.asarray(round_trip(value))
