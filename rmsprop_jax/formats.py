@@ -896,9 +896,12 @@ class Int8Format(Format):
 
   def _decode(self, state: Int8Leaf, role: Role) -> jax.Array:
     blocks = self._blocks(state.shape)
-    codes = state.codes.astype(jnp.int32)
-    magnitude = self.code_map(role).decode(jnp.abs(codes))
-    values = jnp.where(codes < 0, -magnitude, magnitude)
+    if role == "nu":  # unsigned codes
+      values = self.code_map(role).decode(state.codes)
+    else:
+      codes = state.codes.astype(jnp.int32)
+      magnitude = self.code_map(role).decode(jnp.abs(codes))
+      values = jnp.where(codes < 0, -magnitude, magnitude)
     split = blocks.split(values) * blocks.expand(state.scales)
     return blocks.join(split)
 
