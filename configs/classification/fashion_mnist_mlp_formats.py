@@ -29,16 +29,17 @@ FORMATS = {
     "rmsprop_bitsandbytes_int8": "bitsandbytes_int8",
 }
 
+VARIANTS = ("float32,int8",)  # the rerun of int8 in docs/memory/fashion_formats.md
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The Fashion-MNIST MLP with RMSprop in each state format.
+
+def with_formats(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """``config`` with RMSprop at its framework default in each state format of ``arg``.
 
   Args:
+    config: a comparison config whose ``optimizers.rmsprop`` is the framework default.
     arg: optional comma-separated formats to run (``...formats.py:float32,int8``, to rerun the
       formats a change touched beside the reference); all of ``FORMATS`` by default.
   """
-  config = fashion_mnist_mlp.get_config()
-  config.name = "fashion_mnist_mlp_formats"
   rmsprop = dict(config.optimizers.rmsprop)
   chosen = FORMATS
   if arg:
@@ -55,3 +56,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   })
   config.optimizer = "rmsprop_float32"
   return config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The Fashion-MNIST MLP with RMSprop in each state format (``arg``: see :func:`with_formats`)."""
+  config = fashion_mnist_mlp.get_config()
+  config.name = "fashion_mnist_mlp_formats"
+  return with_formats(config, arg)
