@@ -6,14 +6,14 @@ format of ``nu`` changes, as in configs/classification/fashion_mnist_mlp_formats
 formats, and the same optional subset). Results: docs/memory/fashion_formats.md.
 
   python -m experiments.classification.compare --config \\
-    configs/classification/fashion_mnist_cnn_cpu_formats.py:float32,bfloat16,int8
+    configs/classification/fashion_mnist_cnn_cpu_formats.py:float32,int8
 """
 
 import ml_collections
 
 from configs.classification import fashion_mnist_cnn_cpu, fashion_mnist_mlp_formats
 
-VARIANTS = ("float32,bfloat16,int8",)  # the run of docs/memory/fashion_formats.md
+VARIANTS = ("float32,int8",)  # the run of docs/memory/fashion_formats.md
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
