@@ -152,7 +152,7 @@ class Affine(NamedTuple):
     return reduce(jnp.abs(self.increment), jnp.max)
 
   def bound(self, old: jax.Array, new: jax.Array) -> jax.Array:
-    r""":math:`|eta|\,A + U \ge |a_t|` for :math:`|a_{t-1}| \le A` and :math:`|u_t| \le U`."""
+    r""":math:`|\beta|\,A + U \ge |a_t|` for :math:`|a_{t-1}| \le A` and :math:`|u_t| \le U`."""
     return jnp.abs(self.scale) * old + new
 
   def map(self, fn: Callable[[jax.Array], jax.Array]) -> Affine:
@@ -753,17 +753,17 @@ SIGNED_MAP = FloatMap(magnitude_bits=7, mantissa_bits=3)
 
 @dataclasses.dataclass(frozen=True)
 class Int8Format(Format):
-  r"""Block-wise 8-bit state: a code per entry and a float32 scale (the absmax) per block.
+  r"""Block-wise 8-bit state: a code per entry and a float32 scale per block.
 
-  Each entry stores its value divided by its block's largest magnitude :math:`s` (the scale),
-  as a code of a :class:`FloatMap`. ``nu`` (:math:`\ge 0`) uses 256 unsigned codes
-  (:data:`NU_MAP`): code 0 is exactly 0, codes 1..255 little floats with 4 mantissa bits
-  from :math:`1.72\times 10^{-5}\,s` to :math:`s` (16 per octave, 3.1 to 6.3 % apart, 4.8
-  decades). Only 0 maps to code 0: a positive value below the smallest code rounds up to it,
-  so :math:`g/(\sqrt{\nu}+\epsilon)` can never see a :math:`\nu` rounded to 0 (the zero-point
-  problem of Li et al., 2023). ``mu`` and the momentum buffer use int8 codes :math:`k =
-  -127..127`: the sign of :math:`k` and :data:`SIGNED_MAP` of :math:`|k|` (3 mantissa bits, 8
-  per octave); there rounding to 0 is unbiased and harmless.
+  Each entry stores its value divided by its block's scale :math:`s` (at least the block's largest
+  magnitude; see below), as a code of a :class:`FloatMap`. ``nu`` (:math:`\ge 0`) uses 256
+  unsigned codes (:data:`NU_MAP`): code 0 is exactly 0, codes 1..255 little floats with 4 mantissa
+  bits from :math:`1.72\times 10^{-5}\,s` to :math:`s` (16 per octave, 3.1 to 6.3 % apart, 4.8
+  decades). Only 0 maps to code 0: a positive value below the smallest code rounds up to it, so
+  :math:`g/(\sqrt{\nu}+\epsilon)` can never see a :math:`\nu` rounded to 0 (the zero-point problem
+  of Li et al., 2023). ``mu`` and the momentum buffer use int8 codes :math:`k = -127..127`: the
+  sign of :math:`k` and :data:`SIGNED_MAP` of :math:`|k|` (3 mantissa bits, 8 per octave); there
+  rounding to 0 is unbiased and harmless.
 
   The scale: when a state is made (:meth:`init`, or an encoding of a given array) it is the
   block's largest magnitude, stored exactly. After a step it is a bound on it computed from
@@ -852,7 +852,8 @@ class Int8Format(Format):
   def _encode(self, value: jax.Array, *, role: Role, bits: jax.Array | None,
               scales: jax.Array | None = None) -> Int8Leaf:
     """Codes and scales of ``value``; ``bits`` (uniform ``uint32``, ``value``'s shape) round
-    stochastically, ``None`` to nearest. ``scales``: the blocks' absmax of ``value`` if known."""
+    stochastically, ``None`` to nearest. ``scales``: a bound on each block's largest
+    ``|value|`` (its absmax when ``None``)."""
     blocks = self._blocks(value.shape)
     split = blocks.split(value.astype(jnp.float32))
     if scales is None:
