@@ -633,36 +633,6 @@ def _constant_scales(blocks: _Blocks, leaf: Any, scale: np.float32) -> jax.Array
   return blocks.scales(blocks.split(filled))
 
 
-def _take(table: jax.Array, index: jax.Array) -> jax.Array:
-  """``table[index]`` for a small replicated ``table``, placed like ``index``.
-
-  Each device looks its own entries up in its copy of the table (no collective). A plain
-  ``table[index]`` with sharded indices is refused by JAX (the table is on no mesh, so the
-  gather's output sharding cannot be inferred); the output sharding is given explicitly.
-  """
-  return table.at[index].get(out_sharding=jax.typeof(index).sharding)
-
-
-def _count_below(table: jax.Array, x: jax.Array) -> jax.Array:
-  """``jnp.searchsorted(table, x)`` (side ``"left"``: how many entries are ``< x``) for a sorted
-  ``table`` of a power-of-two length, as a binary search of :func:`_take` lookups (entry by
-  entry, so it runs shard by shard; ``jnp.searchsorted`` has no sharding rule for this)."""
-  size = table.shape[0]
-  assert size & (size - 1) == 0, size
-  # The first probe is one scalar for every entry (a lookup at a constant index array would
-  # be constant-folded by XLA into a gather as large as x, at compile time).
-  step = size // 2
-  index = jnp.where(table[step - 1] < x, step, 0).astype(jnp.int32)
-  step //= 2
-  while step:
-    candidate = index + step
-    index = jnp.where(_take(table, candidate - 1) < x, candidate, index)
-    step //= 2
-  # The last entry is one scalar: a lookup at a full-size index array of size - 1 made XLA
-  # constant-fold a gather as large as x at compile time (seconds per large leaf).
-  return jnp.where(table[size - 1] < x, size, index)
-
-
 @dataclasses.dataclass(frozen=True)
 class FloatMap:
   r"""The codes of :func:`int8`: little floats, so that decoding and encoding are bit operations.
@@ -961,6 +931,103 @@ def bitsandbytes_dynamic_map() -> np.ndarray:
   return np.sort(np.asarray(data, dtype=np.float32))
 
 
+_BNB_DECADES = 7
+_BNB_SCALES = tuple(np.float32(10.0 ** (-6 + i)) for i in range(_BNB_DECADES))
+# linspace(0.1, 1, 2^i + 1)'s float32 step: (1 - 0.1) / 2^i, exact once 1 - 0.1 is rounded.
+_BNB_STEPS = tuple((np.float32(1.0) - np.float32(0.1)) / np.float32(2**i)
+                   for i in range(_BNB_DECADES))
+
+
+def _choose(index: jax.Array, constants: tuple[np.float32, ...]) -> jax.Array:
+  """``constants[index]`` by comparisons (a few selects; no gather)."""
+  out = jnp.full(index.shape, constants[0], jnp.float32)
+  for i, constant in enumerate(constants[1:], start=1):
+    out = jnp.where(index == i, jnp.float32(constant), out)
+  return out
+
+
+def _bnb_boundary(decade: jax.Array, k: jax.Array) -> jax.Array:
+  """``linspace(0.1, 1, 2^decade + 1)[k]`` in float32, as :func:`bitsandbytes_dynamic_map`
+  computes it (the first half up from 0.1, the second down from 1). The products are rounded
+  before their sums (:func:`_rounded`), so that no multiply-add skips a rounding."""
+  n = jnp.left_shift(jnp.int32(1), decade)
+  step = _choose(decade, _BNB_STEPS)
+  up = jnp.float32(0.1) + _rounded(step * k.astype(jnp.float32))
+  down = jnp.float32(1.0) - _rounded(step * (n - k).astype(jnp.float32))
+  return jnp.where(k < (n + 1) // 2, up, down)
+
+
+def _bnb_magnitude(rank: jax.Array) -> jax.Array:
+  r"""The ``rank``-th positive value of bitsandbytes' dynamic map (int32 0..127, ascending).
+
+  Ranks :math:`2^i - 1 .. 2^{i+1} - 2` are decade :math:`i`: value
+  :math:`10^{i-6}\,(b_k + b_{k+1})/2` with :math:`b` = ``linspace(0.1, 1, 2^i + 1)`` and
+  :math:`k` = rank :math:`- (2^i - 1)`; rank 127 is 1. The same float32 operations as the
+  table (tests compare all 256 codes bit for bit), entry by entry: no table, no gather.
+  """
+  decade = sum(((rank + 1) >= (1 << i)).astype(jnp.int32) for i in range(1, _BNB_DECADES))
+  k = rank - (jnp.left_shift(jnp.int32(1), decade) - 1)
+  mean = (_bnb_boundary(decade, k) + _bnb_boundary(decade, k + 1)) / jnp.float32(2.0)
+  value = _rounded(_choose(decade, _BNB_SCALES) * mean)
+  return jnp.where(rank >= 127, jnp.float32(1.0), value)
+
+
+def _bnb_count_below(magnitude: jax.Array) -> jax.Array:
+  """How many positive values of the map are below ``magnitude`` (in [0, 1]): the decade
+  from comparisons, the place in it from the codes' linear spacing (off by at most one near
+  a code, which the caller corrects by comparing with the codes themselves)."""
+  decade = sum((magnitude >= jnp.float32(_BNB_SCALES[i - 1])).astype(jnp.int32)
+               for i in range(1, _BNB_DECADES))
+  n = jnp.left_shift(jnp.int32(1), decade)
+  position = (magnitude / _choose(decade, _BNB_SCALES) - jnp.float32(0.1)) / _choose(
+      decade, _BNB_STEPS)
+  within = jnp.clip(jnp.ceil(position - jnp.float32(0.5)), 0, n.astype(jnp.float32))
+  return n - 1 + within.astype(jnp.int32)
+
+
+def bitsandbytes_encode(x: jax.Array) -> jax.Array:
+  r"""The index (int32) of the entry of :func:`bitsandbytes_dynamic_map` nearest to each
+  float32 ``x`` in :math:`[-1, 1]`, as bitsandbytes' search picks it.
+
+  With ``table`` sorted and :math:`u` = ``clip(searchsorted(table, x), 1, 255)``: :math:`u`
+  if ``table[u] - x < x - table[u - 1]`` (in float32), else :math:`u - 1`; NaN gives 0.
+  Computed without the table: the map is symmetric (255 is 1, 127 is 0, code
+  :math:`128 + r` is the :math:`r`-th positive value :math:`v_r`, code :math:`126 - r` is
+  :math:`-v_r`), so the search runs on :math:`|x|` between :math:`v_{c-1} < |x| \le v_c`
+  (:func:`_bnb_count_below`, checked against :func:`_bnb_magnitude`), with the tie rule of
+  the sign: a positive tie goes to the smaller value, a negative one to the larger magnitude.
+  """
+  magnitude = jnp.abs(x)
+  guess = _bnb_count_below(magnitude)
+  below = _bnb_magnitude(jnp.maximum(guess - 1, 0))
+  at = _bnb_magnitude(jnp.minimum(guess, 127))
+  up = (guess <= 127) & (at < magnitude)
+  down = (guess >= 1) & (below >= magnitude)
+  third = _bnb_magnitude(jnp.clip(jnp.where(up, guess + 1, guess - 2), 0, 127))
+  count = jnp.where(up, guess + 1, jnp.where(down, guess - 1, guess))
+  lower = jnp.where(up, at, jnp.where(down, third, below))
+  lower = jnp.where(count == 0, jnp.float32(0.0), lower)
+  upper = jnp.where(up, third, jnp.where(down, below, at))
+  to_lower, to_upper = magnitude - lower, upper - magnitude
+  positive = x > 0
+  larger = jnp.where(positive, to_upper < to_lower, ~(to_lower < to_upper))
+  rank = jnp.where(larger, count, count - 1)  # -1: zero
+  code = jnp.where(rank < 0, 127, jnp.where(positive, 128 + rank, 126 - rank))
+  # Below -v_126 the nearest is -v_126 (code 0): the map has no -1.
+  code = jnp.where((x < 0) & (count >= 127), 0, code)
+  return jnp.where(jnp.isnan(x), 0, code)
+
+
+def bitsandbytes_decode(codes: jax.Array) -> jax.Array:
+  """``bitsandbytes_dynamic_map()[codes]`` (float32) for integer ``codes`` in 0..255, without
+  the table (see :func:`bitsandbytes_encode`)."""
+  codes = codes.astype(jnp.int32)
+  positive = codes >= 128
+  magnitude = _bnb_magnitude(jnp.where(positive, codes - 128, 126 - codes))
+  value = jnp.where(positive, magnitude, -magnitude)
+  return jnp.where(codes == 127, jnp.float32(0.0), value)
+
+
 @dataclasses.dataclass(frozen=True)
 class BitsandbytesInt8Format(Format):
   """bitsandbytes' 8-bit blockwise state, as ``bitsandbytes.optim.RMSprop8bit`` keeps it.
@@ -1033,19 +1100,14 @@ class BitsandbytesInt8Format(Format):
     blocks = self._blocks(value.shape)
     split = blocks.split(value.reshape(-1))
     absmax = blocks.expand(blocks.scales(split))
-    scaled = jnp.clip(split / absmax, -1.0, 1.0)
-    table = jnp.asarray(bitsandbytes_dynamic_map())
-    upper = jnp.clip(_count_below(table, scaled), 1, 255)
-    nearer_upper = (_take(table, upper) - scaled) < (scaled - _take(table, upper - 1))
-    index = jnp.where(nearer_upper, upper, upper - 1)
+    index = bitsandbytes_encode(jnp.clip(split / absmax, -1.0, 1.0))
     index = jnp.where(absmax > 0, index, 0)
     codes = blocks.join(index.astype(jnp.uint8)).reshape(value.shape)
     return BitsandbytesInt8Leaf(bnb_codes=codes, bnb_absmax=absmax.reshape(-1))
 
   def _decode(self, state: BitsandbytesInt8Leaf) -> jax.Array:
     blocks = self._blocks(state.shape)
-    table = jnp.asarray(bitsandbytes_dynamic_map())
-    values = blocks.split(_take(table, state.bnb_codes.reshape(-1).astype(jnp.int32)))
+    values = blocks.split(bitsandbytes_decode(state.bnb_codes.reshape(-1)))
     return blocks.join(values * blocks.expand(state.bnb_absmax)).reshape(state.shape)
 
   def accumulate(self, state, rule, *, role, key, leaf_index):

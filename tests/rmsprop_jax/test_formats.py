@@ -140,6 +140,36 @@ def test_int8_scales_bound_each_block_after_a_step():
       assert np.all(decoded.max(axis=-1) <= scales)
 
 
+def test_bitsandbytes_map_without_a_table_is_the_table_bit_for_bit():
+  table = formats.bitsandbytes_dynamic_map()
+  decoded = np.asarray(jax.jit(formats.bitsandbytes_decode)(jnp.arange(256, dtype=jnp.uint8)))
+  np.testing.assert_array_equal(decoded.view(np.uint32), table.view(np.uint32))
+
+
+def _nearest_table_index(table: np.ndarray, x: np.ndarray) -> np.ndarray:
+  """bitsandbytes' search in NumPy float32: the upper neighbour only if strictly nearer."""
+  upper = np.clip(np.searchsorted(table, x, side="left"), 1, 255)
+  return np.where((table[upper] - x) < (x - table[upper - 1]), upper, upper - 1)
+
+
+def test_bitsandbytes_encode_without_a_table_matches_the_search():
+  table = formats.bitsandbytes_dynamic_map()
+  midpoints = ((table[1:] + table[:-1]) / np.float32(2)).astype(np.float32)
+  near = [table, midpoints]
+  for points in (table, midpoints):  # within a few ulps of every code and every tie
+    up, down = points, points
+    for _ in range(4):
+      up, down = np.nextafter(up, np.float32(2)), np.nextafter(down, np.float32(-2))
+      near += [up, down]
+  rng = np.random.default_rng(0)
+  spread = np.sign(rng.standard_normal(200_000)) * 10.0 ** rng.uniform(-9, 0, 200_000)
+  edges = np.array([0.0, -0.0, 1.0, -1.0, 1e-30, -1e-30, 0.9999, -0.9999])
+  x = np.clip(np.concatenate(near + [spread, edges]).astype(np.float32), -1, 1)
+  codes = np.asarray(jax.jit(formats.bitsandbytes_encode)(x))
+  np.testing.assert_array_equal(codes, _nearest_table_index(table, x))
+  assert int(jax.jit(formats.bitsandbytes_encode)(jnp.float32(np.nan))) == 0
+
+
 def test_bfloat16_nearest_matches_numpy_cast():
   value = jax.random.normal(jax.random.key(2), (4096,)) * 1e3
   fmt = formats.bfloat16("nearest")
