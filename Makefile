@@ -9,8 +9,9 @@ CONFIG ?= configs/classification/digits.py
 CONSTRAINTS := tests/constraints.txt
 PIP_INSTALL := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 # pytest-xdist: one worker per core (at most 8); a module's tests stay on one worker, so its
-# module-scoped trainings run once. The 25 slowest tests are listed at the end of every run.
-PYTEST_PARALLEL ?= -n auto --maxprocesses 8 --dist loadscope --durations=25
+# module-scoped trainings run once; modules go out longest first (tests/conftest.py's
+# LONGEST_MODULES). The 25 slowest tests are listed at the end of every run.
+PYTEST_PARALLEL ?= -n auto --maxprocesses 8 --dist loadscope --no-loadscope-reorder --durations=25
 
 .PHONY: run test test-fast test-docs lint bench sweep fashion fashion-cnn distributed docs venv clean
 

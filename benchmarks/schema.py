@@ -13,7 +13,8 @@ SCHEMA = ConfigSchema(
     fields=(
         "name", "sizes", "learning_rate", "decay", "eps", "momentum", "warmup_steps",
         "min_rounds", "max_rounds", "time_budget_s", "include_torch", "compile_programs",
-        "compile_size", "compile_repeats", "sweep_path", "state_formats", "seed",
+        "compile_size", "compile_repeats", "compile_optimizers", "sweep_path", "state_formats",
+        "seed",
     ),
     example="configs/benchmarks/benchmark.py",
 )

@@ -965,7 +965,8 @@ def _bnb_magnitude(rank: jax.Array) -> jax.Array:
   :math:`k` = rank :math:`- (2^i - 1)`; rank 127 is 1. The same float32 operations as the
   table (tests compare all 256 codes bit for bit), entry by entry: no table, no gather.
   """
-  decade = sum(((rank + 1) >= (1 << i)).astype(jnp.int32) for i in range(1, _BNB_DECADES))
+  decade = sum((((rank + 1) >= (1 << i)).astype(jnp.int32) for i in range(1, _BNB_DECADES)),
+               jnp.zeros_like(rank))
   k = rank - (jnp.left_shift(jnp.int32(1), decade) - 1)
   mean = (_bnb_boundary(decade, k) + _bnb_boundary(decade, k + 1)) / jnp.float32(2.0)
   value = _rounded(_choose(decade, _BNB_SCALES) * mean)
@@ -976,8 +977,8 @@ def _bnb_count_below(magnitude: jax.Array) -> jax.Array:
   """How many positive values of the map are below ``magnitude`` (in [0, 1]): the decade
   from comparisons, the place in it from the codes' linear spacing (off by at most one near
   a code, which the caller corrects by comparing with the codes themselves)."""
-  decade = sum((magnitude >= jnp.float32(_BNB_SCALES[i - 1])).astype(jnp.int32)
-               for i in range(1, _BNB_DECADES))
+  decade = sum(((magnitude >= jnp.float32(_BNB_SCALES[i - 1])).astype(jnp.int32)
+                for i in range(1, _BNB_DECADES)), jnp.zeros(magnitude.shape, jnp.int32))
   n = jnp.left_shift(jnp.int32(1), decade)
   position = (magnitude / _choose(decade, _BNB_SCALES) - jnp.float32(0.1)) / _choose(
       decade, _BNB_STEPS)

@@ -164,7 +164,7 @@ def test_bitsandbytes_encode_without_a_table_matches_the_search():
   rng = np.random.default_rng(0)
   spread = np.sign(rng.standard_normal(200_000)) * 10.0 ** rng.uniform(-9, 0, 200_000)
   edges = np.array([0.0, -0.0, 1.0, -1.0, 1e-30, -1e-30, 0.9999, -0.9999])
-  x = np.clip(np.concatenate(near + [spread, edges]).astype(np.float32), -1, 1)
+  x = np.clip(np.concatenate([*near, spread, edges]).astype(np.float32), -1, 1)
   codes = np.asarray(jax.jit(formats.bitsandbytes_encode)(x))
   np.testing.assert_array_equal(codes, _nearest_table_index(table, x))
   assert int(jax.jit(formats.bitsandbytes_encode)(jnp.float32(np.nan))) == 0

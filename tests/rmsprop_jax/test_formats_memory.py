@@ -10,8 +10,9 @@ parameter), which a float32 copy of every leaf (4 bytes per parameter) exceeds.
 Measured with jax/jaxlib 0.10.2 on XLA:CPU's default (concurrency-optimized) scheduler, AMD
 EPYC: float32, bfloat16 and factored state 0.0 bytes per parameter of temporaries, int8 1.03
 (a copy of the donated codes: the update reads the old codes while the new ones overwrite
-them), bitsandbytes_int8 9.4 (its map needs a gather to decode, which XLA:CPU does not fuse
-into the reduction for the block maxima). With a second accumulator the bound is doubled:
+them), bitsandbytes_int8 5.0 (its absmax is the exact maximum of the new values, which are
+written out for the reduction first; 9.4 while its map was a table gather). With a second
+accumulator the bound is doubled:
 centered int8 ``nu`` and ``mu`` and momentum with a bfloat16 buffer stay below it, an int8
 momentum buffer does not (about 10 bytes per parameter). bitsandbytes_int8 and the int8
 momentum buffer are therefore marked ``xfail``: they record issue 18's open gaps (not strict,
@@ -38,8 +39,9 @@ FLOAT32_STATE_BYTES = 4 * NUM_PARAMS
 
 OPEN = pytest.mark.xfail(
     strict=False,
-    reason="issue 18: XLA:CPU keeps float32 temporaries of every leaf alive at once for "
-    "bitsandbytes' 8-bit state (docs/memory.md, 'Peak memory of the compiled train step')")
+    reason="issue 18: bitsandbytes' exact absmax needs the new values written out, a float32 "
+    "temporary of every leaf alive at once (docs/memory.md, 'Peak memory of the compiled "
+    "train step')")
 
 CASES = {
     "float32": None,
