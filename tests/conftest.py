@@ -14,12 +14,16 @@ one between runs.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +121,35 @@ def run_in_subprocess(code: str, *, devices: int, timeout: float, cwd: Path = RE
       f"{completed.stderr[-6000:]}"
   )
   return completed.stdout
+
+
+def run_module_in_process(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+  """``python -m module args`` run in this process: its exit code and what it printed.
+
+  The flags the entry point defines are removed afterwards, so the next call defines them anew.
+  """
+  from absl import app, flags  # app first: the flags it defines on import must stay defined
+
+  del app
+  defined_before = set(flags.FLAGS)
+  argv_before, stdout, stderr = sys.argv, io.StringIO(), io.StringIO()
+  sys.argv = [module, *args]
+  returncode = 0
+  try:
+    with (contextlib.chdir(REPO), contextlib.redirect_stdout(stdout),
+          contextlib.redirect_stderr(stderr), warnings.catch_warnings()):
+      warnings.simplefilter("ignore", RuntimeWarning)  # runpy: "found in sys.modules"
+      warnings.simplefilter("ignore", DeprecationWarning)  # the editable install's loader
+      runpy.run_module(module, run_name="__main__", alter_sys=False)
+  except SystemExit as exit_:
+    returncode = exit_.code if isinstance(exit_.code, int) else 1
+  finally:
+    sys.argv = argv_before
+    for name in set(flags.FLAGS) - defined_before:
+      delattr(flags.FLAGS, name)
+    flags.FLAGS.unparse_flags()
+  return subprocess.CompletedProcess([module, *args], returncode, stdout.getvalue(),
+                                     stderr.getvalue())
 
 
 def result_line(stdout: str) -> Any:

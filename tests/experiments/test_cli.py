@@ -1,26 +1,22 @@
 """The entry points' handling of user mistakes: one ``error:`` line, exit code 2, no traceback.
 
 Mistakes found before any work run the entry point in this process
-(:func:`run_module_in_process`: the module's ``__main__`` block, as ``python -m`` runs it,
-in milliseconds instead of a fresh interpreter's seconds); a few tests per entry point still start
-a real ``python -m`` process, so that the one-line error is checked end to end.
+(:func:`tests.conftest.run_module_in_process`: the module's ``__main__`` block, as ``python -m``
+runs it, in milliseconds instead of a fresh interpreter's seconds); a few tests per entry point
+still start a real ``python -m`` process, so that the one-line error is checked end to end.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import runpy
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
 
 from experiments.common import cli
-from tests.conftest import REPO
+from tests.conftest import REPO, run_module_in_process
 
 
 def run_module(module: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -28,35 +24,6 @@ def run_module(module: str, *args: str, cwd: Path = REPO) -> subprocess.Complete
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=300)
-
-
-def run_module_in_process(module: str, *args: str) -> subprocess.CompletedProcess[str]:
-  """``python -m module args`` run in this process: its exit code and what it printed.
-
-  The flags the entry point defines are removed afterwards, so the next call defines them anew.
-  """
-  from absl import app, flags  # app first: the flags it defines on import must stay defined
-
-  del app
-  defined_before = set(flags.FLAGS)
-  argv_before, stdout, stderr = sys.argv, io.StringIO(), io.StringIO()
-  sys.argv = [module, *args]
-  returncode = 0
-  try:
-    with (contextlib.chdir(REPO), contextlib.redirect_stdout(stdout),
-          contextlib.redirect_stderr(stderr), warnings.catch_warnings()):
-      warnings.simplefilter("ignore", RuntimeWarning)  # runpy: "found in sys.modules"
-      warnings.simplefilter("ignore", DeprecationWarning)  # the editable install's loader
-      runpy.run_module(module, run_name="__main__", alter_sys=False)
-  except SystemExit as exit_:
-    returncode = exit_.code if isinstance(exit_.code, int) else 1
-  finally:
-    sys.argv = argv_before
-    for name in set(flags.FLAGS) - defined_before:
-      delattr(flags.FLAGS, name)
-    flags.FLAGS.unparse_flags()
-  return subprocess.CompletedProcess([module, *args], returncode, stdout.getvalue(),
-                                     stderr.getvalue())
 
 
 def assert_one_line_error(completed: subprocess.CompletedProcess[str], *fragments: str) -> None:
