@@ -434,7 +434,7 @@ def test_a_config_that_disagrees_with_the_checkpoint_stops_in_one_line(
   workdir = killed_and_rerun["killed"]
   summary_before = (workdir / "summary.json").read_text()
   # The first case as a real `python -m` process; the others run the same entry point in this
-  # process (tests/experiments/test_cli.py's run_module_in_process), seconds faster.
+  # process (tests/conftest.py's run_module_in_process), seconds faster.
   command = train_command(killed_and_rerun["config"], workdir, override)
   if override == DISAGREEING_OVERRIDES[0][0]:
     completed = subprocess.run(command, env=subprocess_env(), cwd=REPO, capture_output=True,
