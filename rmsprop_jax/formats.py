@@ -219,11 +219,12 @@ def random_bits(key: jax.Array, leaf_index: int, shape: tuple[int, ...]) -> jax.
   finaliser (:func:`_mix`). Every entry's bits are exactly uniform in each step (:math:`k` is,
   and :math:`h` is a bijection of 32-bit words) and independent across steps, leaves and
   accumulators (each has its own word); within a step the hash's avalanche decorrelates
-  neighbouring entries. One round of the hash is enough for that: a second (the bits were
-  :math:`h(h(i \oplus k_0) + k_1)` before 0.2.0) cost 2.5 ms of a 13 ms step on a 16.8M-entry
-  leaf (bfloat16 state 1.44x float32 state's step instead of 1.25x, int8 2.25x instead of
-  1.87x; AMD EPYC, docs/memory.md). Computed shard by shard from ``iota`` under sharding, and
-  a pure function of (seed, count, leaf, index).
+  neighbouring entries. One round of the hash is enough for that; the second one the bits
+  had until 0.2.0 (:math:`h(h(i \oplus k_0) + k_1)`) made the step on a 16.8M-entry leaf
+  about 15 % slower with int8 state (2.2-2.4x float32 state's step time against 1.9-2.0x)
+  and 7 % with bfloat16 state (1.34-1.44x against 1.24-1.38x; four paired runs on an AMD
+  EPYC, docs/memory.md). Computed shard by shard from ``iota`` under sharding, and a pure
+  function of (seed, count, leaf, index).
   """
   word = jax.random.bits(jax.random.fold_in(key, leaf_index), (), jnp.uint32)
   index = jnp.zeros(shape, jnp.uint32)
