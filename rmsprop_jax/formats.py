@@ -215,16 +215,15 @@ def random_bits(key: jax.Array, leaf_index: int, shape: tuple[int, ...]) -> jax.
   r"""Uniform ``uint32`` bits of ``shape`` for leaf ``leaf_index`` of the step ``key``.
 
   One word :math:`k` drawn from ``fold_in(key, leaf_index)`` keys a counter-based hash of each
-  entry's row-major index :math:`i`: :math:`h(i \oplus k)`, with :math:`h` the lowbias32
-  finaliser (:func:`_mix`). Every entry's bits are exactly uniform in each step (:math:`k` is,
-  and :math:`h` is a bijection of 32-bit words) and independent across steps, leaves and
-  accumulators (each has its own word); within a step the hash's avalanche decorrelates
-  neighbouring entries. One round of the hash is enough for that; the second one the bits
-  had until 0.2.0 (:math:`h(h(i \oplus k_0) + k_1)`) made the step on a 16.8M-entry leaf
-  about 15 % slower with int8 state (2.2-2.4x float32 state's step time against 1.9-2.0x)
-  and 7 % with bfloat16 state (1.34-1.44x against 1.24-1.38x; four paired runs on an AMD
-  EPYC, docs/memory.md). Computed shard by shard from ``iota`` under sharding, and a pure
-  function of (seed, count, leaf, index).
+  entry's row-major index :math:`i`: :math:`h(i \oplus k)`, with :math:`h` the lowbias32 finaliser
+  (:func:`_mix`). Every entry's bits are exactly uniform in each step (:math:`k` is, and :math:`h`
+  is a bijection of 32-bit words) and independent across steps, leaves and accumulators (each has
+  its own word); within a step the hash's avalanche decorrelates neighbouring entries. One round of
+  the hash is enough for that; the second round the bits had earlier in 0.2.0's development
+  (:math:`h(h(i \oplus k_0) + k_1)`) made the step on a 16.8M-entry leaf about 15 % slower with int8
+  state (2.2-2.4x float32 state's step time against 1.9-2.0x) and 7 % with bfloat16 state
+  (1.34-1.44x against 1.24-1.38x; four paired runs on an AMD EPYC, docs/memory.md). Computed shard
+  by shard from ``iota`` under sharding, and a pure function of (seed, count, leaf, index).
   """
   word = jax.random.bits(jax.random.fold_in(key, leaf_index), (), jnp.uint32)
   index = jnp.zeros(shape, jnp.uint32)
